@@ -1,0 +1,46 @@
+# corral: build, test and benchmark entry points (GNU make).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO ?= cargo
+ROOTFS ?= $(CURDIR)/build/rootfs/busybox
+CORRAL_BIN := $(CURDIR)/target/release/corral
+
+.PHONY: build deps rootfs lint test bench run clean check-root
+
+# Containers need root; fail early and clearly.
+check-root:
+	@if [[ $$(id -u) -ne 0 ]]; then \
+		echo "error: 'make $(MAKECMDGOALS)' must run as root (it creates containers)" >&2; \
+		exit 1; \
+	fi
+
+deps:
+	scripts/install-deps.sh
+
+rootfs: deps
+	rootfs-images/busybox/build.sh "$(ROOTFS)"
+
+build: deps
+	$(CARGO) build --release
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: check-root deps rootfs lint build
+	CORRAL_TEST_ROOTFS="$(ROOTFS)" $(CARGO) test --release -- --test-threads=2
+	CORRAL="$(CORRAL_BIN)" ROOTFS="$(ROOTFS)" tests/podman/run.sh
+
+bench: check-root deps rootfs build
+	CORRAL_BIN="$(CORRAL_BIN)" RUNC_BIN="$$(command -v runc)" \
+		CORRAL_BENCH_ROOTFS="$(ROOTFS)" $(CARGO) bench --bench runtime
+
+run:
+	@echo "make run: the corral HTTP service does not exist yet" >&2
+	@exit 1
+
+clean:
+	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,344 @@
+//! Container start-up benchmark: corral against runc (harness-less, std only).
+//!
+//! Environment:
+//! - `CORRAL_BIN`: the corral binary (required)
+//! - `RUNC_BIN`: the runc binary to compare against (required)
+//! - `CORRAL_BENCH_ROOTFS`: a busybox root filesystem (required)
+//! - `CORRAL_BENCH_ITERS`: measured iterations per tool (default 50)
+//!
+//! A non-option command-line argument selects the scenarios whose name
+//! contains it (`cargo bench --bench runtime -- run-true`); options such as
+//! the `--bench` flag cargo passes are ignored.
+//!
+//! Each scenario runs a few warm-up iterations per tool, then interleaves the
+//! measured iterations (alternating which tool goes first) so that drift in
+//! machine load affects both tools alike.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WARMUP: usize = 5;
+const DEFAULT_ITERS: usize = 50;
+
+/// An OCI runtime under test, with its own private state directory.
+struct Runtime {
+    name: &'static str,
+    bin: PathBuf,
+    /// Passed as the global `--root` option.
+    state: PathBuf,
+    /// Container ids are `bench-<tag>-<n>`.
+    tag: &'static str,
+}
+
+impl Runtime {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--root").arg(&self.state);
+        cmd
+    }
+
+    /// Runs `self --root STATE ARGS...` with null stdin/stdout; fails with the
+    /// captured stderr unless it exits 0.
+    fn run(&self, args: &[&str]) -> Result<(), String> {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot execute {}: {e}", self.bin.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "`{} --root {} {}` failed ({}):\n{}",
+            self.bin.display(),
+            self.state.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ))
+    }
+
+    /// Best-effort removal of a container left behind by a failed iteration.
+    fn force_delete(&self, id: &str) {
+        let _ = self
+            .command()
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// One iteration of a scenario: runtime and container id.
+type Step = Box<dyn Fn(&Runtime, &str) -> Result<(), String>>;
+
+/// A benchmark scenario. `run` performs (and is timed for) one iteration.
+struct Scenario {
+    name: &'static str,
+    description: &'static str,
+    run: Step,
+}
+
+/// Removes the directory (recursively) when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> Result<TempDir, String> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = env::temp_dir().join(format!("{prefix}.{}.{nanos}", std::process::id()));
+        fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Quotes `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `runc spec`'s default configuration (runc 1.1), non-terminal, with a
+/// read-only absolute root and the given process arguments.
+fn config_json(rootfs: &Path, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| json_string(a)).collect();
+    CONFIG_TEMPLATE
+        .replace("@ARGS@", &args.join(", "))
+        .replace("@ROOT@", &json_string(&rootfs.to_string_lossy()))
+}
+
+const CONFIG_TEMPLATE: &str = r#"{
+  "ociVersion": "1.0.2-dev",
+  "process": {
+    "terminal": false,
+    "user": { "uid": 0, "gid": 0 },
+    "args": [@ARGS@],
+    "env": [
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "TERM=xterm"
+    ],
+    "cwd": "/",
+    "capabilities": {
+      "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    },
+    "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+    "noNewPrivileges": true
+  },
+  "root": { "path": @ROOT@, "readonly": true },
+  "hostname": "corral-bench",
+  "mounts": [
+    { "destination": "/proc", "type": "proc", "source": "proc" },
+    { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+      "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+    { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+      "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+    { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+      "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+    { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+      "options": ["nosuid", "noexec", "nodev"] },
+    { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+      "options": ["nosuid", "noexec", "nodev", "ro"] },
+    { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+      "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }
+  ],
+  "linux": {
+    "resources": { "devices": [{ "allow": false, "access": "rwm" }] },
+    "namespaces": [
+      { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
+      { "type": "uts" }, { "type": "mount" }
+    ],
+    "maskedPaths": [
+      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+      "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+      "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+    ],
+    "readonlyPaths": [
+      "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+    ]
+  }
+}
+"#;
+
+/// Writes a bundle directory `dir` whose config runs `args`.
+fn make_bundle(dir: &Path, rootfs: &Path, args: &[&str]) -> Result<PathBuf, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let config = dir.join("config.json");
+    fs::write(&config, config_json(rootfs, args))
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+/// All scenarios; add new ones here.
+fn scenarios(work: &Path, rootfs: &Path) -> Result<Vec<Scenario>, String> {
+    let true_bundle = make_bundle(&work.join("bundle-true"), rootfs, &["/bin/true"])?;
+    Ok(vec![Scenario {
+        name: "run-true",
+        description: "`run` of /bin/true (create, start, wait, delete)",
+        run: Box::new(move |rt, id| {
+            let bundle = true_bundle.to_string_lossy();
+            rt.run(&["run", "--bundle", &bundle, id])
+        }),
+    }])
+}
+
+/// Nearest-rank percentile of sorted samples, in milliseconds.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+fn run_scenario(scenario: &Scenario, runtimes: &[Runtime; 2], iters: usize) -> Result<(), String> {
+    println!("\n== {}: {}", scenario.name, scenario.description);
+    println!("   {WARMUP} warm-up runs per tool, then {iters} interleaved iterations");
+    let step = |rt: &Runtime, id: String| -> Result<Duration, String> {
+        let start = Instant::now();
+        let result = (scenario.run)(rt, &id);
+        let elapsed = start.elapsed();
+        result.map(|()| elapsed).map_err(|e| {
+            rt.force_delete(&id);
+            format!("{} ({}, container {id}): {e}", scenario.name, rt.name)
+        })
+    };
+    for i in 0..WARMUP {
+        for rt in runtimes {
+            step(rt, format!("bench-{}-w{i}", rt.tag))?;
+        }
+    }
+    let mut samples: [Vec<Duration>; 2] = [Vec::with_capacity(iters), Vec::with_capacity(iters)];
+    for i in 0..iters {
+        // Alternate which tool goes first.
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let rt = &runtimes[k];
+            samples[k].push(step(rt, format!("bench-{}-{i}", rt.tag))?);
+        }
+    }
+
+    println!(
+        "   {:<8} {:>10} {:>10} {:>10}",
+        "tool", "median ms", "p10 ms", "p90 ms"
+    );
+    let mut medians = [0.0; 2];
+    for (k, rt) in runtimes.iter().enumerate() {
+        samples[k].sort();
+        let s = &samples[k];
+        medians[k] = percentile(s, 50.0);
+        println!(
+            "   {:<8} {:>10.2} {:>10.2} {:>10.2}",
+            rt.name,
+            medians[k],
+            percentile(s, 10.0),
+            percentile(s, 90.0)
+        );
+    }
+    let ratio = medians[1] / medians[0];
+    if ratio >= 1.0 {
+        println!("   corral is {ratio:.1}x faster than runc (median runc/corral = {ratio:.3})");
+    } else {
+        println!(
+            "   corral is {:.1}x slower than runc (median runc/corral = {ratio:.3})",
+            1.0 / ratio
+        );
+    }
+    println!(
+        "RESULT scenario={} iters={iters} corral_median_ms={:.3} runc_median_ms={:.3} ratio={ratio:.3}",
+        scenario.name, medians[0], medians[1]
+    );
+    Ok(())
+}
+
+fn required_path(var: &str) -> Result<PathBuf, String> {
+    let value = env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("{var} is not set"))?;
+    fs::canonicalize(&value).map_err(|e| format!("{var}={}: {e}", PathBuf::from(&value).display()))
+}
+
+fn run() -> Result<(), String> {
+    let corral = required_path("CORRAL_BIN")?;
+    let runc = required_path("RUNC_BIN")?;
+    let rootfs = required_path("CORRAL_BENCH_ROOTFS")?;
+    if !rootfs.join("bin/true").exists() {
+        return Err(format!("{} has no /bin/true", rootfs.display()));
+    }
+    let iters = match env::var("CORRAL_BENCH_ITERS") {
+        Ok(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("CORRAL_BENCH_ITERS={v}: not a positive integer"))?,
+        Err(_) => DEFAULT_ITERS,
+    };
+    let filter: Vec<String> = env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+
+    let work = TempDir::new("corral-bench")?;
+    let runtimes = [
+        Runtime {
+            name: "corral",
+            bin: corral,
+            state: work.0.join("state-corral"),
+            tag: "c",
+        },
+        Runtime {
+            name: "runc",
+            bin: runc,
+            state: work.0.join("state-runc"),
+            tag: "r",
+        },
+    ];
+    println!("corral: {}", runtimes[0].bin.display());
+    println!("runc:   {}", runtimes[1].bin.display());
+    println!("rootfs: {}", rootfs.display());
+
+    let mut ran = 0;
+    for scenario in scenarios(&work.0, &rootfs)? {
+        if filter.is_empty() || filter.iter().any(|f| scenario.name.contains(f.as_str())) {
+            run_scenario(&scenario, &runtimes, iters)?;
+            ran += 1;
+        }
+    }
+    if ran == 0 {
+        return Err(format!("no scenario matches {filter:?}"));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

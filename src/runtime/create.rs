@@ -1,0 +1,332 @@
+//! `create`: everything up to an init that waits for `start`.
+//!
+//! The runtime process (single-threaded) validates the bundle into a [`Plan`], creates
+//! the state directory, the exec fifo and the cgroup, then `clone3`s the init into its new
+//! namespaces. It writes the id maps, places the init in the cgroup, runs the
+//! createRuntime hooks when the init asks, and records the state once the init reports
+//! ready. Any failure undoes all of it: no state dir, cgroup, mount or process remains.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::{Hook, Spec};
+
+use super::error::{Error, Result};
+use super::hooks;
+use super::init::{self, InitContext};
+use super::linux::cgroups::Cgroup;
+use super::linux::error::{Context, SysError};
+use super::linux::process::{Forked, clone_process, pidfd_send_signal, start_time};
+use super::linux::sync::{self, Message};
+use super::plan::{self, Plan};
+use super::state::{EXEC_FIFO, Lock, Record, Store, now_rfc3339};
+use super::{OCI_VERSION, id, oci_state};
+
+/// The options of `create` (and of the create half of `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    pub systemd_cgroup: bool,
+}
+
+/// A created container, as seen by the process that created it.
+pub struct Created {
+    pub record: Record,
+    pub pid: Pid,
+    /// A pidfd of the init: waiting and signalling through it is immune to pid reuse.
+    pub pidfd: OwnedFd,
+}
+
+/// Creates the container; on return its init waits for `start`.
+pub fn create(store: &Store, opts: &CreateOptions) -> Result<Created> {
+    id::validate(&opts.id)?;
+    let (bundle, spec) = super::spec::load_bundle(&opts.bundle)?;
+    let plan = plan::build(&spec, &bundle, &opts.id, opts.systemd_cgroup)?;
+    if plan.process.terminal && opts.console_socket.is_none() {
+        return Err(Error::Usage(
+            "process.terminal is true: --console-socket is required".into(),
+        ));
+    }
+    if !plan.process.terminal && opts.console_socket.is_some() {
+        return Err(Error::Usage(
+            "--console-socket given but process.terminal is false".into(),
+        ));
+    }
+    let console = match &opts.console_socket {
+        Some(p) => Some(
+            UnixStream::connect(p)
+                .map(OwnedFd::from)
+                .ctx(|| format!("connect to console socket {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let lock = store.create(&opts.id)?;
+    let mut undo = Undo {
+        store,
+        lock: Some(lock),
+        cgroup: None,
+        child: None,
+    };
+    let created = launch(store, opts, &bundle, &spec, &plan, console, &mut undo)?;
+    undo.disarm();
+    Ok(created)
+}
+
+/// Removes what a failed create made, in reverse order.
+struct Undo<'a> {
+    store: &'a Store,
+    lock: Option<Lock>,
+    cgroup: Option<Cgroup>,
+    child: Option<(Pid, OwnedFd)>,
+}
+
+impl Undo<'_> {
+    fn disarm(&mut self) {
+        self.lock = None;
+        self.cgroup = None;
+        self.child = None;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if let Some((pid, pidfd)) = self.child.take() {
+            let _ = pidfd_send_signal(&pidfd, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all(Signal::SIGKILL);
+            if let Err(e) = cg.delete() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
+        }
+        if let Some(lock) = self.lock.take()
+            && let Err(e) = self.store.remove(lock)
+        {
+            tracing::warn!("cleanup after failed create: {e}");
+        }
+    }
+}
+
+fn hook_list(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook>>) -> Vec<Hook> {
+    spec.hooks().as_ref().and_then(|h| pick(h).clone()).unwrap_or_default()
+}
+
+#[allow(deprecated)] // prestart hooks are deprecated by the spec but still run, as runc does
+fn prestart_hooks(spec: &Spec) -> Vec<Hook> {
+    hook_list(spec, |h| h.prestart())
+}
+
+fn launch(
+    store: &Store,
+    opts: &CreateOptions,
+    bundle: &Path,
+    spec: &Spec,
+    plan: &Plan,
+    console: Option<OwnedFd>,
+    undo: &mut Undo<'_>,
+) -> Result<Created> {
+    let dir = store.dir(&opts.id);
+    let fifo_path = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
+        .ctx(|| format!("mkfifo {}", fifo_path.display()))?;
+    // Opened read-only and non-blocking before any writer: see init::wait_for_start.
+    let fifo: OwnedFd = nix::fcntl::open(
+        &fifo_path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", fifo_path.display()))?;
+
+    let cgroup = Cgroup::create(&plan.cgroup_path, plan.resources.as_ref())?;
+    let cgroup_dirs = cgroup.host_dirs();
+    undo.cgroup = Some(cgroup);
+
+    let prestart = prestart_hooks(spec);
+    let create_runtime = hook_list(spec, |h| h.create_runtime());
+    let ctx_hooks = (
+        hook_list(spec, |h| h.create_container()),
+        hook_list(spec, |h| h.start_container()),
+    );
+    let (parent, child) = sync::channel()?;
+
+    let restore = enter_for_children(plan)?;
+    let forked = clone_process(plan.clone_flags);
+    restore.restore()?;
+    let (pid, pidfd) = match forked? {
+        Forked::Child => {
+            drop(parent);
+            let ctx = InitContext {
+                plan,
+                sync: child,
+                fifo: Some(fifo),
+                console_socket: console,
+                preserve_fds: opts.preserve_fds,
+                no_pivot: opts.no_pivot,
+                cgroup_dirs,
+                runtime_hooks: !prestart.is_empty() || !create_runtime.is_empty(),
+                create_container_hooks: ctx_hooks.0,
+                start_container_hooks: ctx_hooks.1,
+            };
+            init::run(ctx)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(child);
+    drop(fifo);
+    drop(console);
+    let pidfd_copy = pidfd.try_clone().ctx(|| "dup pidfd".into())?;
+    undo.child = Some((pid, pidfd_copy));
+
+    if plan.has_new(CloneFlags::CLONE_NEWUSER) {
+        write_id_maps(pid, plan)?;
+    }
+    if let Some(cg) = &undo.cgroup {
+        cg.add_process(pid.as_raw())?;
+    }
+    let state_for_hooks = |status: &str| {
+        serde_json::to_vec(&oci_state(&opts.id, status, pid.as_raw(), bundle, &plan.annotations))
+            .unwrap_or_default()
+    };
+    parent.send(&Message::Continue {
+        state: String::from_utf8(state_for_hooks("creating")).unwrap_or_default(),
+    })?;
+    loop {
+        match parent.recv()? {
+            Some(Message::RunCreateRuntimeHooks) => {
+                let state = state_for_hooks("creating");
+                let result = hooks::run("prestart", &prestart, &state)
+                    .and_then(|()| hooks::run("createRuntime", &create_runtime, &state));
+                if let Err(e) = result {
+                    let _ = parent.send(&Message::Error(e.to_string()));
+                    return Err(e.into());
+                }
+                parent.send(&Message::HooksDone)?;
+            }
+            Some(Message::Ready) => break,
+            Some(Message::Error(reason)) => {
+                return Err(Error::Init {
+                    id: opts.id.clone(),
+                    reason,
+                });
+            }
+            Some(other) => {
+                return Err(Error::Init {
+                    id: opts.id.clone(),
+                    reason: format!("unexpected message {other:?}"),
+                });
+            }
+            None => {
+                return Err(Error::Init {
+                    id: opts.id.clone(),
+                    reason: "exited during setup".into(),
+                });
+            }
+        }
+    }
+    let init_start_time = start_time(pid.as_raw()).ok_or_else(|| Error::Init {
+        id: opts.id.clone(),
+        reason: "exited right after setup".into(),
+    })?;
+    let record = Record {
+        oci_version: OCI_VERSION.into(),
+        id: opts.id.clone(),
+        pid: pid.as_raw(),
+        init_start_time,
+        bundle: bundle.to_path_buf(),
+        rootfs: plan.rootfs.clone(),
+        created: now_rfc3339(),
+        annotations: plan.annotations.clone(),
+        cgroup_path: plan.cgroup_path.to_string(),
+        systemd_cgroup: opts.systemd_cgroup,
+        hooks: spec.hooks().clone(),
+        own_pid_ns: plan.has_new(CloneFlags::CLONE_NEWPID),
+    };
+    let lock = undo.lock.as_ref().ok_or_else(|| SysError::invalid("state lock lost"))?;
+    store.save(lock, &record)?;
+    if let Some(pf) = &opts.pid_file {
+        write_pid_file(pf, pid.as_raw())?;
+    }
+    Ok(Created { record, pid, pidfd })
+}
+
+/// The runtime's own pid and time namespaces, to return to after the clone.
+struct ForChildren {
+    saved: Vec<(CloneFlags, File)>,
+}
+
+impl ForChildren {
+    fn restore(self) -> Result<()> {
+        for (kind, f) in self.saved {
+            setns(f.as_fd(), kind).ctx(|| format!("return to the runtime's {kind:?} namespace"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Pid and time namespaces apply to children only: join them (or make a new time
+/// namespace and set its offsets) in the runtime just for the clone.
+fn enter_for_children(plan: &Plan) -> Result<ForChildren> {
+    let mut saved = Vec::new();
+    let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    let mut save = |kind: CloneFlags, name: &str| -> Result<()> {
+        let path = format!("/proc/self/ns/{name}");
+        let f = File::open(&path).ctx(|| format!("open {path}"))?;
+        saved.push((kind, f));
+        Ok(())
+    };
+    for j in &plan.join_for_children {
+        save(j.kind, if j.kind == time { "time" } else { "pid" })?;
+        let f = File::open(&j.path).ctx(|| format!("open namespace {}", j.path.display()))?;
+        setns(f.as_fd(), j.kind).ctx(|| format!("setns {}", j.path.display()))?;
+    }
+    if let Some(offsets) = &plan.new_time_ns {
+        save(time, "time")?;
+        unshare(time).ctx(|| "unshare time namespace".into())?;
+        let text: String = offsets
+            .iter()
+            .map(|(clock, s, ns)| format!("{clock} {s} {ns}\n"))
+            .collect();
+        if !text.is_empty() {
+            std::fs::write("/proc/self/timens_offsets", text)
+                .ctx(|| "write /proc/self/timens_offsets".into())?;
+        }
+    }
+    Ok(ForChildren { saved })
+}
+
+fn write_id_maps(pid: Pid, plan: &Plan) -> Result<()> {
+    let fmt = |maps: &[oci_spec::runtime::LinuxIdMapping]| -> String {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    for (file, text) in [
+        ("uid_map", fmt(&plan.uid_mappings)),
+        ("gid_map", fmt(&plan.gid_mappings)),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, text.as_bytes()).ctx(|| format!("write {path} ({})", text.trim().replace('\n', ", ")))?;
+    }
+    Ok(())
+}
+
+/// Writes the pid file atomically, as runc does (containerd's shim reads it).
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("corral-tmp");
+    std::fs::write(&tmp, pid.to_string()).ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}

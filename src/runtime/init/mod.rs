@@ -1,0 +1,275 @@
+//! The container's init: the child of `clone3` that turns a [`Plan`] into a running
+//! container, in the order the anchors learned the hard way (DESIGN.md): id maps and
+//! cgroup (done by the parent before it says go), namespaces, rootfs mounts, hooks,
+//! pivot_root, masked and read-only paths, hostname, sysctls, rlimits, identity and
+//! capabilities, no_new_privs, fds, seccomp, cwd; then it waits for `start` and execs.
+//!
+//! This code runs in a forked copy of the single-threaded runtime process; on error it
+//! sends the message to the parent and exits.
+
+mod exec;
+mod rootfs;
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns, unshare};
+use oci_spec::runtime::Hook;
+
+use super::linux::error::{Context, SysError, SysResult};
+use super::linux::process::exit_now;
+use super::linux::sync::{Channel, Message, dup_above};
+use super::linux::{console, identity};
+use super::plan::Plan;
+
+/// What the init needs besides the plan: the fds handed down by the runtime.
+pub struct InitContext<'a> {
+    pub plan: &'a Plan,
+    pub sync: Channel,
+    /// The read end of the exec fifo: `start` writes one byte into it.
+    pub fifo: Option<OwnedFd>,
+    pub console_socket: Option<OwnedFd>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    /// `(hierarchy name, host directory of the container's cgroup)` for `cgroup` mounts.
+    pub cgroup_dirs: Vec<(String, PathBuf)>,
+    /// The parent runs prestart/createRuntime hooks when told to.
+    pub runtime_hooks: bool,
+    pub create_container_hooks: Vec<Hook>,
+    pub start_container_hooks: Vec<Hook>,
+}
+
+/// Runs the init; never returns. Exits 1 after reporting a setup failure.
+pub fn run(mut ctx: InitContext<'_>) -> ! {
+    match setup(&mut ctx) {
+        Ok(ready) => launch(&ctx, &ready),
+        Err(e) => {
+            let _ = ctx.sync.send(&Message::Error(e.to_string()));
+            exit_now(1)
+        }
+    }
+}
+
+/// What setup hands to the last step.
+struct Ready {
+    program: CString,
+    /// The OCI state given to hooks that run inside the container.
+    state: String,
+}
+
+/// Waits for `start`, runs startContainer hooks, loads a late seccomp filter and execs.
+/// Errors go to stderr: the runtime that created the container is gone by now.
+fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
+    let plan = ctx.plan;
+    let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
+        let _ = writeln!(std::io::stderr(), "corral: {e}");
+        exit_now(code)
+    };
+    if let Some(fifo) = &ctx.fifo
+        && let Err(e) = wait_for_start(fifo)
+    {
+        // `start` never came: the container was deleted before it started.
+        let _ = ctx.sync.send(&Message::Error(e.to_string()));
+        exit_now(0);
+    }
+    if let Err(e) = super::hooks::run(
+        "startContainer",
+        &ctx.start_container_hooks,
+        ready.state.as_bytes(),
+    ) {
+        fail(&e, 1);
+    }
+    if plan.process.no_new_privileges
+        && let Some(prog) = &plan.seccomp
+        && let Err(e) = prog.install()
+    {
+        fail(&format!("install seccomp filter: {e}"), 1);
+    }
+    let e = exec::execve(&ready.program, &plan.process.args, &plan.process.env);
+    let code = if e == nix::Error::ENOENT { 127 } else { 126 };
+    fail(
+        &format!("exec {}: {e}", ready.program.to_string_lossy()),
+        code,
+    )
+}
+
+fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
+    // Keep the host's runtime binary out of reach (/proc/<pid>/exe, ptrace) until exec,
+    // which resets dumpability from the new program's credentials.
+    nix::sys::prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE, 0)".into())?;
+    // Die with the runtime while it still supervises the setup.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    // Internal fds go above the ones the container keeps, close-on-exec.
+    let keep_below = 3 + ctx.preserve_fds;
+    ctx.sync.move_above(keep_below)?;
+    if let Some(f) = ctx.fifo.take() {
+        ctx.fifo = Some(dup_above(&f, keep_below)?);
+    }
+    if let Some(s) = ctx.console_socket.take() {
+        ctx.console_socket = Some(dup_above(&s, keep_below)?);
+    }
+    // Everything else the runtime had open (the state lock, pidfds, ...) is closed now:
+    // the init outlives the runtime, and must not hold its files.
+    let mut keep = vec![ctx.sync.as_fd().as_raw_fd()];
+    keep.extend(ctx.fifo.as_ref().map(|f| f.as_raw_fd()));
+    keep.extend(ctx.console_socket.as_ref().map(|f| f.as_raw_fd()));
+    close_fds_except(keep_below, &keep)?;
+    let ctx: &InitContext<'_> = ctx;
+    let plan = ctx.plan;
+
+    // The parent has written the id maps and put us in the cgroup.
+    let state = match ctx.sync.recv()? {
+        Some(Message::Continue { state }) => state,
+        other => return Err(SysError::invalid(format!("unexpected sync message {other:?}"))),
+    };
+    if plan.has_new(CloneFlags::CLONE_NEWUSER) {
+        // Become root of the new user namespace (our host uid may be unmapped).
+        let root_u = nix::unistd::Uid::from_raw(0);
+        let root_g = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g).ctx(|| "setresgid 0 in the user namespace".into())?;
+        nix::unistd::setresuid(root_u, root_u, root_u).ctx(|| "setresuid 0 in the user namespace".into())?;
+    }
+    for j in &plan.join {
+        let fd = std::fs::File::open(&j.path).ctx(|| format!("open namespace {}", j.path.display()))?;
+        setns(fd.as_fd(), j.kind).ctx(|| format!("setns {}", j.path.display()))?;
+    }
+    if plan.new_cgroup_ns {
+        unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
+    }
+
+    let root = rootfs::prepare(plan)?;
+    for m in &plan.mounts {
+        rootfs::mount_one(&root, m, &ctx.cgroup_dirs)?;
+    }
+    rootfs::create_devices(&root, &plan.devices, plan.user_ns())?;
+
+    if ctx.runtime_hooks {
+        ctx.sync.send(&Message::RunCreateRuntimeHooks)?;
+        match ctx.sync.recv()? {
+            Some(Message::HooksDone) => {}
+            Some(Message::Error(e)) => return Err(SysError::invalid(e)),
+            other => return Err(SysError::invalid(format!("unexpected sync message {other:?}"))),
+        }
+    }
+    if !ctx.create_container_hooks.is_empty() {
+        super::hooks::run("createContainer", &ctx.create_container_hooks, state.as_bytes())
+            .map_err(|e| SysError::invalid(e.to_string()))?;
+    }
+
+    rootfs::enter(&root, ctx.no_pivot)?;
+    drop(root);
+    if let Some(p) = plan.rootfs_propagation {
+        super::linux::mount::set_propagation("/", p, std::path::Path::new("/"))?;
+    }
+    for (key, value) in &plan.sysctl {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).ctx(|| format!("write sysctl {key}={value}"))?;
+    }
+    rootfs::mask_and_protect(plan)?;
+    if plan.rootfs_readonly {
+        rootfs::make_root_readonly()?;
+    }
+    if let Some(h) = &plan.hostname {
+        nix::unistd::sethostname(h).ctx(|| format!("sethostname {h}"))?;
+    }
+    if let Some(d) = &plan.domainname {
+        // SAFETY: setdomainname reads `len` bytes from a valid buffer.
+        let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+        nix::errno::Errno::result(r).ctx(|| format!("setdomainname {d}"))?;
+    }
+    if let Some(sock) = &ctx.console_socket {
+        console::setup(sock, plan.process.console_size)?;
+    }
+    let p = &plan.process;
+    if let Some(adj) = p.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| format!("write oom_score_adj {adj}"))?;
+    }
+    if let Some((class, prio)) = p.io_priority {
+        // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, 0 = self, value) takes plain integers.
+        let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, (class << 13) | prio) };
+        nix::errno::Errno::result(r).ctx(|| format!("ioprio_set class {class} level {prio}"))?;
+    }
+    for r in &p.rlimits {
+        let lim = libc::rlimit { rlim_cur: r.soft, rlim_max: r.hard };
+        // SAFETY: setrlimit reads a valid rlimit struct.
+        let ret = unsafe { libc::setrlimit(r.resource, &lim) };
+        nix::errno::Errno::result(ret).ctx(|| format!("setrlimit {} {}:{}", r.name, r.soft, r.hard))?;
+    }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we hold it.
+    if !p.no_new_privileges
+        && let Some(prog) = &plan.seccomp
+    {
+        prog.install().ctx(|| "install seccomp filter".into())?;
+    }
+    let setgroups_allowed = !plan.user_ns() || setgroups_allowed();
+    identity::switch(p.uid, p.gid, &p.additional_gids, setgroups_allowed, p.caps.as_ref())?;
+    if let Some(mask) = p.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
+    // the final user so that permissions apply.
+    nix::unistd::chdir(&p.cwd).ctx(|| format!("chdir to cwd {}", p.cwd.display()))?;
+    if p.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
+    }
+    let program = exec::lookup(&p.args[0], &p.env)?;
+    // Every fd the container is not meant to have becomes close-on-exec.
+    close_range_cloexec(keep_below)?;
+    nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
+    ctx.sync.send(&Message::Ready)?;
+    Ok(Ready { program, state })
+}
+
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow")
+}
+
+/// Closes every fd at or above `first` except those in `keep`.
+fn close_fds_except(first: i32, keep: &[i32]) -> SysResult<()> {
+    let mut open = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").ctx(|| "read /proc/self/fd".into())? {
+        let entry = entry.ctx(|| "read /proc/self/fd".into())?;
+        if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+            open.push(fd);
+        }
+    }
+    // The directory's own fd is closed by now; closing it again gives EBADF, ignored.
+    for fd in open {
+        if fd >= first && !keep.contains(&fd) {
+            // SAFETY: closing an fd number of our own table that nothing below uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+fn close_range_cloexec(first: i32) -> SysResult<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    nix::errno::Errno::result(r).ctx(|| format!("close_range({first}, ~0, CLOEXEC)"))?;
+    Ok(())
+}
+
+/// Blocks until `start` opens the fifo and writes a byte. The fifo was opened read-only
+/// and non-blocking before any writer existed: poll(2) does not report a hang-up for a
+/// fifo that never had a writer, so it waits for `start`.
+fn wait_for_start(fifo: &OwnedFd) -> SysResult<()> {
+    let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(SysError::new("wait on exec fifo", e)),
+        }
+    }
+    let mut b = [0u8; 1];
+    let n = nix::unistd::read(fifo, &mut b).ctx(|| "read exec fifo".into())?;
+    if n != 1 {
+        return Err(SysError::invalid("exec fifo closed without start"));
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Path resolution confined to a root directory.
+//!
+//! Every path that comes from `config.json` or from the image is resolved with
+//! `openat2(RESOLVE_IN_ROOT)`, so that a symlink in the image (`/proc -> /`, `etc ->
+//! ../../../host`) can never send a mount or a write outside the container's root. The
+//! resulting fd is then used as `/proc/self/fd/N` for `mount(2)`.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{Mode, mkdirat};
+
+use super::error::{Context, SysError, SysResult};
+
+const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+
+/// Opens `path` (absolute or relative; either way taken inside `root`) without ever
+/// leaving `root`.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(RESOLVE);
+    loop {
+        match openat2(root, relative(path).as_path(), how) {
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// What to create at the end of a path when it is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Resolves `path` inside `root`, creating the missing directories on the way and, at the
+/// end, a directory or an empty file. Returns an `O_PATH` fd of the result, suitable as a
+/// mount target through [`proc_fd_path`]. `shown` names the path in errors.
+pub fn mkdir_all_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    last: Kind,
+    shown: &Path,
+) -> SysResult<OwnedFd> {
+    let rel = relative(path);
+    match open_in_root(root, &rel, OFlag::O_PATH) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(SysError::new(format!("resolve {}", shown.display()), e)),
+    }
+    let comps: Vec<&OsStr> = rel.iter().collect();
+    let mut dir = root
+        .try_clone_to_owned()
+        .ctx(|| format!("dup root fd for {}", shown.display()))?;
+    for (i, name) in comps.iter().enumerate() {
+        let is_last = i + 1 == comps.len();
+        // Each step is resolved from the already-confined parent with RESOLVE_IN_ROOT
+        // relative to `root` of the whole walk, so ".." and symlinks stay inside.
+        let so_far: PathBuf = comps[..=i].iter().collect();
+        match open_in_root(root, &so_far, OFlag::O_PATH) {
+            Ok(fd) => {
+                dir = fd;
+                continue;
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(SysError::new(format!("resolve {}", shown.display()), e)),
+        }
+        // Create `name` inside `dir`. `dir` was opened through RESOLVE_IN_ROOT, and
+        // `name` is a single component, so the creation cannot escape.
+        if is_last && last == Kind::File {
+            let how = OpenHow::new()
+                .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+                .mode(Mode::from_bits_truncate(0o644))
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+            openat2(&dir, *name, how)
+                .ctx(|| format!("create file {}", shown.display()))?;
+        } else {
+            match mkdirat(&dir, *name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(SysError::new(
+                        format!("create directory {}", shown.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+        dir = open_in_root(root, &so_far, OFlag::O_PATH)
+            .ctx(|| format!("resolve {}", shown.display()))?;
+    }
+    Ok(dir)
+}
+
+/// `path` with its root and prefix components removed, and `.` dropped: the form that
+/// `openat2(RESOLVE_IN_ROOT)` takes. `..` is kept: the kernel clamps it at the root.
+pub fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+/// `/proc/self/fd/N`: the path by which `mount(2)` and friends reach what `fd` refers to.
+pub fn proc_fd_path(fd: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+/// Reads a whole small file (used for /proc and /sys values).
+pub fn read_trimmed(path: &Path) -> SysResult<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end().to_string())
+        .ctx(|| format!("read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn relative_strips_root_and_dots() {
+        assert_eq!(relative(Path::new("/a/./b")), PathBuf::from("a/b"));
+        assert_eq!(relative(Path::new("/")), PathBuf::from("."));
+        assert_eq!(relative(Path::new("../x")), PathBuf::from("../x"));
+    }
+
+    #[test]
+    fn symlinks_cannot_escape_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // An absolute symlink and a relative one that climbs: both must stay inside.
+        symlink(&outside, root.join("abs")).unwrap();
+        symlink("../../outside", root.join("rel")).unwrap();
+        let rootfd = File::open(&root).unwrap();
+        for link in ["abs/x/y", "rel/x/y"] {
+            mkdir_all_in_root(rootfd.as_fd(), Path::new(link), Kind::Dir, Path::new(link))
+                .unwrap();
+        }
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+        // The directories were created inside the root, where the links resolve to.
+        let inside = root.join(outside.strip_prefix("/").unwrap()).join("x/y");
+        assert!(inside.is_dir(), "{} missing", inside.display());
+        assert!(root.join("outside/x/y").is_dir());
+    }
+
+    #[test]
+    fn creates_a_file_at_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfd = File::open(tmp.path()).unwrap();
+        mkdir_all_in_root(rootfd.as_fd(), Path::new("/dev/null"), Kind::File, Path::new("x"))
+            .unwrap();
+        assert!(tmp.path().join("dev/null").is_file());
+    }
+}

@@ -1,0 +1,203 @@
+//! The lifecycle operations on an existing container: start, state, kill, delete, list.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use serde::Serialize;
+
+use super::error::{Error, Result};
+use super::hooks;
+use super::linux::cgroups::{Cgroup, CgroupPath};
+use super::linux::error::Context;
+use super::linux::process::{pidfd_open, pidfd_send_signal, start_time};
+use super::state::{EXEC_FIFO, Lock, Record, Store};
+use super::status::{Status, init_alive, status};
+use super::{OciState, id, oci_state};
+
+/// `state`: the OCI state plus what runc adds (rootfs, created, owner).
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    #[serde(flatten)]
+    pub oci: OciState,
+    pub rootfs: String,
+    pub created: String,
+    pub owner: String,
+}
+
+pub fn state(store: &Store, id: &str) -> Result<StateView> {
+    id::validate(id)?;
+    let rec = store.load(id)?;
+    Ok(view(store, &rec))
+}
+
+fn view(store: &Store, rec: &Record) -> StateView {
+    let st = status(store, rec);
+    StateView {
+        oci: oci_state(&rec.id, &st.to_string(), rec.pid, &rec.bundle, &rec.annotations),
+        rootfs: rec.rootfs.to_string_lossy().into_owned(),
+        created: rec.created.clone(),
+        owner: String::new(),
+    }
+}
+
+/// Every container under the root, for `list`. Unreadable entries are skipped with a
+/// warning rather than failing the whole listing.
+pub fn list(store: &Store) -> Result<Vec<StateView>> {
+    let mut out = Vec::new();
+    for id in store.ids()? {
+        match store.load(&id) {
+            Ok(rec) => out.push(view(store, &rec)),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// `start`: releases the init waiting on the exec fifo, then runs poststart hooks.
+pub fn start(store: &Store, id: &str) -> Result<()> {
+    id::validate(id)?;
+    let lock = store.lock(id)?;
+    let rec = store.load(id)?;
+    match status(store, &rec) {
+        Status::Created => {}
+        Status::Stopped => return Err(Error::status("cannot start a container that has stopped")),
+        Status::Running | Status::Paused => {
+            return Err(Error::status("cannot start an already running container"));
+        }
+        Status::Creating => return Err(Error::status("cannot start a container that is still being created")),
+    }
+    let fifo_path = lock.dir().join(EXEC_FIFO);
+    // Non-blocking: if the init is gone there is no reader, and open fails with ENXIO
+    // instead of hanging.
+    let fifo: OwnedFd = nix::fcntl::open(&fifo_path, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| {
+            if e == nix::Error::ENXIO {
+                Error::status("cannot start a container whose init has exited")
+            } else {
+                Error::Sys(super::linux::error::SysError::new(format!("open {}", fifo_path.display()), e))
+            }
+        })?;
+    nix::unistd::write(&fifo, b"0").ctx(|| format!("write {}", fifo_path.display()))?;
+    drop(fifo);
+    std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
+    run_poststart(&rec);
+    Ok(())
+}
+
+/// Poststart hooks: a failure is logged and the lifecycle goes on (runtime spec).
+pub fn run_poststart(rec: &Record) {
+    let list = rec.hooks.as_ref().and_then(|h| h.poststart().clone()).unwrap_or_default();
+    if list.is_empty() {
+        return;
+    }
+    let state = serde_json::to_vec(&oci_state(&rec.id, "running", rec.pid, &rec.bundle, &rec.annotations)).unwrap_or_default();
+    if let Err(e) = hooks::run("poststart", &list, &state) {
+        tracing::warn!("{e}");
+        eprintln!("corral: warning: {e}");
+    }
+}
+
+/// `kill`: a signal to the init, or with `all` to every process of the container.
+pub fn kill(store: &Store, id: &str, sig: Signal, all: bool) -> Result<()> {
+    id::validate(id)?;
+    let _lock = store.lock(id)?;
+    let rec = store.load(id)?;
+    if all {
+        let cg = Cgroup::open(&cgroup_path(&rec)?)?;
+        if status(store, &rec) == Status::Stopped && cg.pids()?.is_empty() {
+            return Err(Error::status("container not running"));
+        }
+        cg.kill_all(sig)?;
+        return Ok(());
+    }
+    let pidfd = open_init(&rec).ok_or_else(|| Error::status("container not running"))?;
+    pidfd_send_signal(&pidfd, sig as i32).ctx(|| format!("send {sig} to container {id} (pid {})", rec.pid))?;
+    Ok(())
+}
+
+fn cgroup_path(rec: &Record) -> Result<CgroupPath> {
+    Ok(CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)?)
+}
+
+/// A pidfd of the recorded init if it is still that process. The pidfd is opened first
+/// and the start time checked after, so the pidfd cannot refer to a reused pid.
+fn open_init(rec: &Record) -> Option<OwnedFd> {
+    let fd = pidfd_open(rec.pid).ok()?;
+    (start_time(rec.pid) == Some(rec.init_start_time)).then_some(fd)
+}
+
+/// `delete`: a stopped container is removed; a created one is killed and removed (as with
+/// runc); a running one only with `force`.
+pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
+    id::validate(id)?;
+    let lock = match store.lock(id) {
+        Ok(l) => l,
+        Err(e) if force && matches!(e, super::state::StateError::NotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let rec = match store.load(id) {
+        Ok(r) => r,
+        // A directory without state.json: a create that was killed half way.
+        Err(super::state::StateError::NotExist(_)) => {
+            store.remove(lock)?;
+            return if force { Ok(()) } else { Err(super::state::StateError::NotExist(id.into()).into()) };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match status(store, &rec) {
+        Status::Stopped | Status::Created => {}
+        s if force => tracing::debug!("force-deleting {s} container {id}"),
+        s => return Err(Error::status(format!("cannot delete container {id} that is not stopped: {s}"))),
+    }
+    destroy(store, lock, &rec)
+}
+
+/// Kills whatever is left of the container, waits for it, removes the cgroup, runs the
+/// poststop hooks and removes the state.
+pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
+    if let Some(pidfd) = open_init(rec) {
+        let _ = pidfd_send_signal(&pidfd, libc::SIGKILL);
+        wait_exit(&pidfd, Duration::from_secs(10));
+    }
+    let cg = Cgroup::open(&cgroup_path(rec)?)?;
+    // Without its own pid namespace, the container's other processes outlive the init.
+    if !rec.own_pid_ns || !cg.pids()?.is_empty() {
+        cg.kill_all(Signal::SIGKILL)?;
+    }
+    cg.delete()?;
+    let poststop = rec.hooks.as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default();
+    if !poststop.is_empty() {
+        let state = serde_json::to_vec(&oci_state(&rec.id, "stopped", 0, &rec.bundle, &rec.annotations)).unwrap_or_default();
+        if let Err(e) = hooks::run("poststop", &poststop, &state) {
+            tracing::warn!("{e}");
+            eprintln!("corral: warning: {e}");
+        }
+    }
+    store.remove(lock)?;
+    Ok(())
+}
+
+/// Waits until the process behind `pidfd` exits, at most `limit`.
+pub fn wait_exit(pidfd: &OwnedFd, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Whether the container's init is alive: for callers holding a record.
+pub fn is_alive(rec: &Record) -> bool {
+    init_alive(rec)
+}

@@ -1,0 +1,68 @@
+//! `run`: create, start, wait for the init and remove the container, handing on the
+//! signals the runtime receives. The exit code is the container's, or 128+N for a signal.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::wait::{WaitStatus, waitpid};
+
+use super::create::{CreateOptions, create};
+use super::error::Result;
+use super::linux::error::Context;
+use super::ops;
+use super::state::Store;
+
+/// The init's pid while `run` waits for it; signals received meanwhile go to it.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Runs the container in the foreground; returns its exit code. With `detach`, returns
+/// 0 once it is started.
+pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
+    let created = create(store, opts)?;
+    if let Err(e) = ops::start(store, &opts.id) {
+        let _ = ops::delete(store, &opts.id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    FORWARD_TO.store(created.pid.as_raw(), Ordering::SeqCst);
+    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in FORWARDED {
+        // SAFETY: the handler only calls kill(2) and reads an atomic.
+        unsafe { sigaction(sig, &action) }.ctx(|| format!("install handler for {sig}"))?;
+    }
+    let code = loop {
+        match waitpid(created.pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                return Err(super::linux::error::SysError::new(format!("wait for container {}", opts.id), e).into());
+            }
+        }
+    };
+    FORWARD_TO.store(0, Ordering::SeqCst);
+    let lock = store.lock(&opts.id)?;
+    ops::destroy(store, lock, &created.record)?;
+    Ok(code)
+}
