@@ -14,7 +14,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Root directory for container state.
-    #[arg(long, global = true, default_value = "/run/corral", env = "CORRAL_ROOT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/corral",
+        env = "CORRAL_ROOT"
+    )]
     pub root: PathBuf,
     /// Also write log and error messages to this file.
     #[arg(long, global = true)]

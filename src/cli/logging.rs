@@ -20,7 +20,9 @@ impl Guard {
         let Some(path) = &self.file else { return };
         let time = crate::runtime::state::now_rfc3339();
         let line = match self.format {
-            LogFormat::Json => serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string(),
+            LogFormat::Json => {
+                serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+            }
             LogFormat::Text => format!("time=\"{time}\" level=error msg={msg:?}"),
         };
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {

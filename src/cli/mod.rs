@@ -96,7 +96,11 @@ fn list(store: &Store, format: ListFormat, quiet: bool) -> Result<()> {
                 c.oci.status.clone(),
                 c.oci.bundle.clone(),
                 c.created.clone(),
-                if c.owner.is_empty() { "root".into() } else { c.owner.clone() },
+                if c.owner.is_empty() {
+                    "root".into()
+                } else {
+                    c.owner.clone()
+                },
             ]
         })
         .collect();

@@ -120,8 +120,14 @@ impl Drop for Undo<'_> {
     }
 }
 
-fn hook_list(spec: &Spec, pick: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook>>) -> Vec<Hook> {
-    spec.hooks().as_ref().and_then(|h| pick(h).clone()).unwrap_or_default()
+fn hook_list(
+    spec: &Spec,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook>>,
+) -> Vec<Hook> {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).clone())
+        .unwrap_or_default()
 }
 
 #[allow(deprecated)] // prestart hooks are deprecated by the spec but still run, as runc does
@@ -197,8 +203,14 @@ fn launch(
         cg.add_process(pid.as_raw())?;
     }
     let state_for_hooks = |status: &str| {
-        serde_json::to_vec(&oci_state(&opts.id, status, pid.as_raw(), bundle, &plan.annotations))
-            .unwrap_or_default()
+        serde_json::to_vec(&oci_state(
+            &opts.id,
+            status,
+            pid.as_raw(),
+            bundle,
+            &plan.annotations,
+        ))
+        .unwrap_or_default()
     };
     parent.send(&Message::Continue {
         state: String::from_utf8(state_for_hooks("creating")).unwrap_or_default(),
@@ -254,7 +266,10 @@ fn launch(
         hooks: spec.hooks().clone(),
         own_pid_ns: plan.has_new(CloneFlags::CLONE_NEWPID),
     };
-    let lock = undo.lock.as_ref().ok_or_else(|| SysError::invalid("state lock lost"))?;
+    let lock = undo
+        .lock
+        .as_ref()
+        .ok_or_else(|| SysError::invalid("state lock lost"))?;
     store.save(lock, &record)?;
     if let Some(pf) = &opts.pid_file {
         write_pid_file(pf, pid.as_raw())?;
@@ -318,7 +333,8 @@ fn write_id_maps(pid: Pid, plan: &Plan) -> Result<()> {
         ("gid_map", fmt(&plan.gid_mappings)),
     ] {
         let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, text.as_bytes()).ctx(|| format!("write {path} ({})", text.trim().replace('\n', ", ")))?;
+        std::fs::write(&path, text.as_bytes())
+            .ctx(|| format!("write {path} ({})", text.trim().replace('\n', ", ")))?;
     }
     Ok(())
 }

@@ -73,10 +73,18 @@ fn run_one(phase: &'static str, hook: &Hook, state: &[u8]) -> Result<(), HookErr
     if let Some(secs) = timeout {
         let pidfd = crate::runtime::linux::process::pidfd_open(child.id() as i32).ok();
         if let Some(fd) = pidfd {
-            let mut pfd = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
-            let ms = Duration::from_secs(secs as u64).as_millis().min(i32::MAX as u128) as i32;
-            let ready = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX))
-                .unwrap_or(1);
+            let mut pfd = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = Duration::from_secs(secs as u64)
+                .as_millis()
+                .min(i32::MAX as u128) as i32;
+            let ready = nix::poll::poll(
+                &mut pfd,
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+            )
+            .unwrap_or(1);
             if ready == 0 {
                 let _ = child.kill();
                 let _ = child.wait();

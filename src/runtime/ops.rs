@@ -37,7 +37,13 @@ pub fn state(store: &Store, id: &str) -> Result<StateView> {
 fn view(store: &Store, rec: &Record) -> StateView {
     let st = status(store, rec);
     StateView {
-        oci: oci_state(&rec.id, &st.to_string(), rec.pid, &rec.bundle, &rec.annotations),
+        oci: oci_state(
+            &rec.id,
+            &st.to_string(),
+            rec.pid,
+            &rec.bundle,
+            &rec.annotations,
+        ),
         rootfs: rec.rootfs.to_string_lossy().into_owned(),
         created: rec.created.clone(),
         owner: String::new(),
@@ -68,19 +74,30 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         Status::Running | Status::Paused => {
             return Err(Error::status("cannot start an already running container"));
         }
-        Status::Creating => return Err(Error::status("cannot start a container that is still being created")),
+        Status::Creating => {
+            return Err(Error::status(
+                "cannot start a container that is still being created",
+            ));
+        }
     }
     let fifo_path = lock.dir().join(EXEC_FIFO);
     // Non-blocking: if the init is gone there is no reader, and open fails with ENXIO
     // instead of hanging.
-    let fifo: OwnedFd = nix::fcntl::open(&fifo_path, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| {
-            if e == nix::Error::ENXIO {
-                Error::status("cannot start a container whose init has exited")
-            } else {
-                Error::Sys(super::linux::error::SysError::new(format!("open {}", fifo_path.display()), e))
-            }
-        })?;
+    let fifo: OwnedFd = nix::fcntl::open(
+        &fifo_path,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        if e == nix::Error::ENXIO {
+            Error::status("cannot start a container whose init has exited")
+        } else {
+            Error::Sys(super::linux::error::SysError::new(
+                format!("open {}", fifo_path.display()),
+                e,
+            ))
+        }
+    })?;
     nix::unistd::write(&fifo, b"0").ctx(|| format!("write {}", fifo_path.display()))?;
     drop(fifo);
     std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
@@ -90,11 +107,22 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
 
 /// Poststart hooks: a failure is logged and the lifecycle goes on (runtime spec).
 pub fn run_poststart(rec: &Record) {
-    let list = rec.hooks.as_ref().and_then(|h| h.poststart().clone()).unwrap_or_default();
+    let list = rec
+        .hooks
+        .as_ref()
+        .and_then(|h| h.poststart().clone())
+        .unwrap_or_default();
     if list.is_empty() {
         return;
     }
-    let state = serde_json::to_vec(&oci_state(&rec.id, "running", rec.pid, &rec.bundle, &rec.annotations)).unwrap_or_default();
+    let state = serde_json::to_vec(&oci_state(
+        &rec.id,
+        "running",
+        rec.pid,
+        &rec.bundle,
+        &rec.annotations,
+    ))
+    .unwrap_or_default();
     if let Err(e) = hooks::run("poststart", &list, &state) {
         tracing::warn!("{e}");
         eprintln!("corral: warning: {e}");
@@ -115,12 +143,17 @@ pub fn kill(store: &Store, id: &str, sig: Signal, all: bool) -> Result<()> {
         return Ok(());
     }
     let pidfd = open_init(&rec).ok_or_else(|| Error::status("container not running"))?;
-    pidfd_send_signal(&pidfd, sig as i32).ctx(|| format!("send {sig} to container {id} (pid {})", rec.pid))?;
+    pidfd_send_signal(&pidfd, sig as i32)
+        .ctx(|| format!("send {sig} to container {id} (pid {})", rec.pid))?;
     Ok(())
 }
 
 fn cgroup_path(rec: &Record) -> Result<CgroupPath> {
-    Ok(CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)?)
+    Ok(CgroupPath::parse(
+        Some(&rec.cgroup_path),
+        &rec.id,
+        rec.systemd_cgroup,
+    )?)
 }
 
 /// A pidfd of the recorded init if it is still that process. The pidfd is opened first
@@ -144,14 +177,22 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
         // A directory without state.json: a create that was killed half way.
         Err(super::state::StateError::NotExist(_)) => {
             store.remove(lock)?;
-            return if force { Ok(()) } else { Err(super::state::StateError::NotExist(id.into()).into()) };
+            return if force {
+                Ok(())
+            } else {
+                Err(super::state::StateError::NotExist(id.into()).into())
+            };
         }
         Err(e) => return Err(e.into()),
     };
     match status(store, &rec) {
         Status::Stopped | Status::Created => {}
         s if force => tracing::debug!("force-deleting {s} container {id}"),
-        s => return Err(Error::status(format!("cannot delete container {id} that is not stopped: {s}"))),
+        s => {
+            return Err(Error::status(format!(
+                "cannot delete container {id} that is not stopped: {s}"
+            )));
+        }
     }
     destroy(store, lock, &rec)
 }
@@ -169,9 +210,20 @@ pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
         cg.kill_all(Signal::SIGKILL)?;
     }
     cg.delete()?;
-    let poststop = rec.hooks.as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default();
+    let poststop = rec
+        .hooks
+        .as_ref()
+        .and_then(|h| h.poststop().clone())
+        .unwrap_or_default();
     if !poststop.is_empty() {
-        let state = serde_json::to_vec(&oci_state(&rec.id, "stopped", 0, &rec.bundle, &rec.annotations)).unwrap_or_default();
+        let state = serde_json::to_vec(&oci_state(
+            &rec.id,
+            "stopped",
+            0,
+            &rec.bundle,
+            &rec.annotations,
+        ))
+        .unwrap_or_default();
         if let Err(e) = hooks::run("poststop", &poststop, &state) {
             tracing::warn!("{e}");
             eprintln!("corral: warning: {e}");
@@ -188,7 +240,10 @@ pub fn wait_exit(pidfd: &OwnedFd, limit: Duration) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(0) => return false,
             Ok(_) => return true,
             Err(nix::Error::EINTR) => continue,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use caps::{CapsHashSet, Capability};
+use caps::{Capability, CapsHashSet};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{
@@ -122,7 +122,10 @@ impl Plan {
 
     pub fn user_ns(&self) -> bool {
         self.has_new(CloneFlags::CLONE_NEWUSER)
-            || self.join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWUSER)
+            || self
+                .join
+                .iter()
+                .any(|j| j.kind == CloneFlags::CLONE_NEWUSER)
     }
 }
 
@@ -151,9 +154,8 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
     } else {
         bundle.join(root.path())
     };
-    let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| {
-        SpecError::invalid("root.path", format!("{}: {e}", rootfs.display()))
-    })?;
+    let rootfs = std::fs::canonicalize(&rootfs)
+        .map_err(|e| SpecError::invalid("root.path", format!("{}: {e}", rootfs.display())))?;
     if !rootfs.is_dir() {
         return Err(SpecError::invalid(
             "root.path",
@@ -187,9 +189,15 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
     }
     let has_uts = clone_flags.contains(CloneFlags::CLONE_NEWUTS)
         || join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWUTS);
-    for (field, value) in [("hostname", spec.hostname()), ("domainname", spec.domainname())] {
+    for (field, value) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
         if value.as_deref().is_some_and(|v| !v.is_empty()) && !has_uts {
-            return Err(SpecError::invalid(field, "setting it needs a uts namespace"));
+            return Err(SpecError::invalid(
+                field,
+                "setting it needs a uts namespace",
+            ));
         }
     }
     let mut mounts = Vec::new();
@@ -246,7 +254,9 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
     let devices = devices(linux.devices().as_deref().unwrap_or_default())?;
     let sysctl = sysctls(linux.sysctl().as_ref(), &clone_flags, &join)?;
     let seccomp = match linux.seccomp() {
-        Some(s) => Some(seccomp::compile(s).map_err(|e| SpecError::invalid("linux.seccomp", e.to_string()))?),
+        Some(s) => Some(
+            seccomp::compile(s).map_err(|e| SpecError::invalid("linux.seccomp", e.to_string()))?,
+        ),
         None => None,
     };
     let cgroup_path = CgroupPath::parse(
@@ -268,8 +278,18 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
         mounts,
         rootfs_propagation,
         devices,
-        masked_paths: linux.masked_paths().iter().flatten().map(PathBuf::from).collect(),
-        readonly_paths: linux.readonly_paths().iter().flatten().map(PathBuf::from).collect(),
+        masked_paths: linux
+            .masked_paths()
+            .iter()
+            .flatten()
+            .map(PathBuf::from)
+            .collect(),
+        readonly_paths: linux
+            .readonly_paths()
+            .iter()
+            .flatten()
+            .map(PathBuf::from)
+            .collect(),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
         sysctl,
@@ -349,7 +369,11 @@ fn namespaces(spec: &Spec) -> Result<Namespaces, SpecError> {
                     "only monotonic and boottime can be offset",
                 ));
             }
-            list.push((clock.clone(), off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+            list.push((
+                clock.clone(),
+                off.secs().unwrap_or(0),
+                off.nanosecs().unwrap_or(0),
+            ));
         }
     }
     if flags.contains(CloneFlags::CLONE_NEWUSER) && !join.is_empty() {
@@ -403,7 +427,10 @@ fn devices(list: &[LinuxDevice]) -> Result<Vec<DevicePlan>, SpecError> {
             LinuxDeviceType::B => libc::S_IFBLK,
             LinuxDeviceType::P => libc::S_IFIFO,
             LinuxDeviceType::A => {
-                return Err(SpecError::invalid(format!("{field}.type"), "\"a\" is not a device type"));
+                return Err(SpecError::invalid(
+                    format!("{field}.type"),
+                    "\"a\" is not a device type",
+                ));
             }
         };
         let (major, minor) = (d.major(), d.minor());
@@ -439,8 +466,14 @@ fn sysctls(
         }
         let ipc = matches!(
             key.as_str(),
-            "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem" | "kernel.shmall"
-                | "kernel.shmmax" | "kernel.shmmni" | "kernel.shm_rmid_forced"
+            "kernel.msgmax"
+                | "kernel.msgmnb"
+                | "kernel.msgmni"
+                | "kernel.sem"
+                | "kernel.shmall"
+                | "kernel.shmmax"
+                | "kernel.shmmni"
+                | "kernel.shm_rmid_forced"
         ) || key.starts_with("fs.mqueue.");
         let needs = if ipc {
             (CloneFlags::CLONE_NEWIPC, "an ipc namespace")
@@ -521,7 +554,10 @@ fn process(spec: &Spec) -> Result<ProcessPlan, SpecError> {
         let resource = rlimit_resource(&name)
             .ok_or_else(|| SpecError::invalid(&field, format!("unknown rlimit {name}")))?;
         if r.soft() > r.hard() {
-            return Err(SpecError::invalid(field, "soft limit is above the hard limit"));
+            return Err(SpecError::invalid(
+                field,
+                "soft limit is above the hard limit",
+            ));
         }
         seen.push(name.clone());
         rlimits.push(Rlimit {

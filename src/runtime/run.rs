@@ -45,7 +45,11 @@ pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
         return Ok(0);
     }
     FORWARD_TO.store(created.pid.as_raw(), Ordering::SeqCst);
-    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in FORWARDED {
         // SAFETY: the handler only calls kill(2) and reads an atomic.
         unsafe { sigaction(sig, &action) }.ctx(|| format!("install handler for {sig}"))?;
@@ -57,7 +61,11 @@ pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
             Ok(_) => continue,
             Err(nix::Error::EINTR) => continue,
             Err(e) => {
-                return Err(super::linux::error::SysError::new(format!("wait for container {}", opts.id), e).into());
+                return Err(super::linux::error::SysError::new(
+                    format!("wait for container {}", opts.id),
+                    e,
+                )
+                .into());
             }
         }
     };

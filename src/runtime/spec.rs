@@ -9,15 +9,9 @@ use oci_spec::runtime::Spec;
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("bundle {path}: {err}")]
-    Bundle {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Bundle { path: PathBuf, err: std::io::Error },
     #[error("{path}: {err}")]
-    Read {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Read { path: PathBuf, err: std::io::Error },
     #[error("{path}: {field}: {reason}", field = if .field.is_empty() { "(document)" } else { .field })]
     Parse {
         path: PathBuf,
@@ -95,6 +89,9 @@ mod tests {
     #[test]
     fn missing_bundle_names_the_path() {
         let err = load_bundle(Path::new("/nonexistent/bundle")).unwrap_err();
-        assert!(err.to_string().starts_with("bundle /nonexistent/bundle: "), "{err}");
+        assert!(
+            err.to_string().starts_with("bundle /nonexistent/bundle: "),
+            "{err}"
+        );
     }
 }

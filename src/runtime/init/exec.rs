@@ -26,7 +26,8 @@ pub fn lookup(arg0: &CStr, env: &[CString]) -> SysResult<CString> {
     let mut last = nix::Error::ENOENT;
     for dir in path.split(|b| *b == b':') {
         let dir = if dir.is_empty() { &b"."[..] } else { dir };
-        let candidate = Path::new(std::ffi::OsStr::from_bytes(dir)).join(std::ffi::OsStr::from_bytes(name));
+        let candidate =
+            Path::new(std::ffi::OsStr::from_bytes(dir)).join(std::ffi::OsStr::from_bytes(name));
         match check(&candidate) {
             Ok(()) => {
                 return CString::new(candidate.as_os_str().as_bytes())
@@ -53,7 +54,10 @@ fn check(p: &Path) -> SysResult<()> {
         )
     })?;
     if meta.is_dir() {
-        return Err(SysError::new(format!("exec: {}: is a directory", p.display()), nix::Error::EACCES));
+        return Err(SysError::new(
+            format!("exec: {}: is a directory", p.display()),
+            nix::Error::EACCES,
+        ));
     }
     access(p, AccessFlags::X_OK).map_err(|e| SysError::new(format!("exec: {}", p.display()), e))
 }

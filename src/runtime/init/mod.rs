@@ -124,17 +124,24 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     // The parent has written the id maps and put us in the cgroup.
     let state = match ctx.sync.recv()? {
         Some(Message::Continue { state }) => state,
-        other => return Err(SysError::invalid(format!("unexpected sync message {other:?}"))),
+        other => {
+            return Err(SysError::invalid(format!(
+                "unexpected sync message {other:?}"
+            )));
+        }
     };
     if plan.has_new(CloneFlags::CLONE_NEWUSER) {
         // Become root of the new user namespace (our host uid may be unmapped).
         let root_u = nix::unistd::Uid::from_raw(0);
         let root_g = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_g, root_g, root_g).ctx(|| "setresgid 0 in the user namespace".into())?;
-        nix::unistd::setresuid(root_u, root_u, root_u).ctx(|| "setresuid 0 in the user namespace".into())?;
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .ctx(|| "setresgid 0 in the user namespace".into())?;
+        nix::unistd::setresuid(root_u, root_u, root_u)
+            .ctx(|| "setresuid 0 in the user namespace".into())?;
     }
     for j in &plan.join {
-        let fd = std::fs::File::open(&j.path).ctx(|| format!("open namespace {}", j.path.display()))?;
+        let fd =
+            std::fs::File::open(&j.path).ctx(|| format!("open namespace {}", j.path.display()))?;
         setns(fd.as_fd(), j.kind).ctx(|| format!("setns {}", j.path.display()))?;
     }
     if plan.new_cgroup_ns {
@@ -152,12 +159,20 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
         match ctx.sync.recv()? {
             Some(Message::HooksDone) => {}
             Some(Message::Error(e)) => return Err(SysError::invalid(e)),
-            other => return Err(SysError::invalid(format!("unexpected sync message {other:?}"))),
+            other => {
+                return Err(SysError::invalid(format!(
+                    "unexpected sync message {other:?}"
+                )));
+            }
         }
     }
     if !ctx.create_container_hooks.is_empty() {
-        super::hooks::run("createContainer", &ctx.create_container_hooks, state.as_bytes())
-            .map_err(|e| SysError::invalid(e.to_string()))?;
+        super::hooks::run(
+            "createContainer",
+            &ctx.create_container_hooks,
+            state.as_bytes(),
+        )
+        .map_err(|e| SysError::invalid(e.to_string()))?;
     }
 
     rootfs::enter(&root, ctx.no_pivot)?;
@@ -186,7 +201,8 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     }
     let p = &plan.process;
     if let Some(adj) = p.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| format!("write oom_score_adj {adj}"))?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(|| format!("write oom_score_adj {adj}"))?;
     }
     if let Some((class, prio)) = p.io_priority {
         // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, 0 = self, value) takes plain integers.
@@ -194,10 +210,14 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
         nix::errno::Errno::result(r).ctx(|| format!("ioprio_set class {class} level {prio}"))?;
     }
     for r in &p.rlimits {
-        let lim = libc::rlimit { rlim_cur: r.soft, rlim_max: r.hard };
+        let lim = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
         // SAFETY: setrlimit reads a valid rlimit struct.
         let ret = unsafe { libc::setrlimit(r.resource, &lim) };
-        nix::errno::Errno::result(ret).ctx(|| format!("setrlimit {} {}:{}", r.name, r.soft, r.hard))?;
+        nix::errno::Errno::result(ret)
+            .ctx(|| format!("setrlimit {} {}:{}", r.name, r.soft, r.hard))?;
     }
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we hold it.
     if !p.no_new_privileges
@@ -206,7 +226,13 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
         prog.install().ctx(|| "install seccomp filter".into())?;
     }
     let setgroups_allowed = !plan.user_ns() || setgroups_allowed();
-    identity::switch(p.uid, p.gid, &p.additional_gids, setgroups_allowed, p.caps.as_ref())?;
+    identity::switch(
+        p.uid,
+        p.gid,
+        &p.additional_gids,
+        setgroups_allowed,
+        p.caps.as_ref(),
+    )?;
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -233,7 +259,11 @@ fn close_fds_except(first: i32, keep: &[i32]) -> SysResult<()> {
     let mut open = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").ctx(|| "read /proc/self/fd".into())? {
         let entry = entry.ctx(|| "read /proc/self/fd".into())?;
-        if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+        if let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        {
             open.push(fd);
         }
     }
@@ -249,7 +279,14 @@ fn close_fds_except(first: i32, keep: &[i32]) -> SysResult<()> {
 
 fn close_range_cloexec(first: i32) -> SysResult<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     nix::errno::Errno::result(r).ctx(|| format!("close_range({first}, ~0, CLOEXEC)"))?;
     Ok(())
 }

@@ -62,7 +62,14 @@ pub fn mount_one(root: &Rootfs, m: &MountPlan, cgroup_dirs: &[(String, PathBuf)]
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
     if m.typ == "bind" {
         let src = m.source.as_ref().map(|s| s.to_string_lossy().into_owned());
-        mount_fs(src.as_deref(), &target, None, flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None, dest)?;
+        mount_fs(
+            src.as_deref(),
+            &target,
+            None,
+            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None,
+            dest,
+        )?;
         // The bind is now on top of the O_PATH target: reopen to reach the new mount.
         let bound = reopen(root, dest)?;
         let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
@@ -81,19 +88,40 @@ pub fn mount_one(root: &Rootfs, m: &MountPlan, cgroup_dirs: &[(String, PathBuf)]
         // These filesystems take no data; never hand them one.
         data.clear();
     }
-    let result = mount_fs(Some(source), &target, Some(&m.typ), flags, Some(&data), dest);
+    let result = mount_fs(
+        Some(source),
+        &target,
+        Some(&m.typ),
+        flags,
+        Some(&data),
+        dest,
+    );
     match result {
         // sysfs cannot be mounted in a user namespace that does not own the network
         // namespace: fall back to a read-only recursive bind of the host's, as runc does.
         Err(e) if m.typ == "sysfs" && e.errno() == nix::Error::EPERM => {
-            mount_fs(Some("/sys"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, dest)?;
+            mount_fs(
+                Some("/sys"),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                dest,
+            )?;
             let bound = reopen(root, dest)?;
-            remount_bind(&proc_fd_path(&bound), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, dest)?;
+            remount_bind(
+                &proc_fd_path(&bound),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                dest,
+            )?;
         }
         other => other?,
     }
     if opts.tmpcopyup {
-        return Err(SysError::invalid(format!("mount option tmpcopyup on {}", dest.display())));
+        return Err(SysError::invalid(format!(
+            "mount option tmpcopyup on {}",
+            dest.display()
+        )));
     }
     if !opts.propagation.is_empty() {
         let mounted = reopen(root, dest)?;
@@ -111,7 +139,11 @@ fn reopen(root: &Rootfs, dest: &Path) -> SysResult<OwnedFd> {
 /// A `cgroup` mount: a tmpfs holding one bind mount of the container's own cgroup per
 /// hierarchy (v1 and hybrid), or the container's cgroup2 directory (v2). The container
 /// sees its cgroup as the root of each hierarchy, as with runc.
-fn mount_cgroupfs(root: &Rootfs, m: &MountPlan, cgroup_dirs: &[(String, PathBuf)]) -> SysResult<()> {
+fn mount_cgroupfs(
+    root: &Rootfs,
+    m: &MountPlan,
+    cgroup_dirs: &[(String, PathBuf)],
+) -> SysResult<()> {
     let dest = &m.destination;
     let ro = m.options.flags.contains(MsFlags::MS_RDONLY);
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -120,24 +152,60 @@ fn mount_cgroupfs(root: &Rootfs, m: &MountPlan, cgroup_dirs: &[(String, PathBuf)
     {
         // Unified hierarchy: bind the container's cgroup directory itself.
         let fd = mkdir_all_in_root(root.fd.as_fd(), dest, Kind::Dir, dest)?;
-        mount_fs(Some(&dir.to_string_lossy()), &proc_fd_path(&fd), None, MsFlags::MS_BIND, None, dest)?;
+        mount_fs(
+            Some(&dir.to_string_lossy()),
+            &proc_fd_path(&fd),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            dest,
+        )?;
         let bound = reopen(root, dest)?;
-        let ro_flag = if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        let ro_flag = if ro {
+            MsFlags::MS_RDONLY
+        } else {
+            MsFlags::empty()
+        };
         return remount_bind(&proc_fd_path(&bound), base | ro_flag, dest);
     }
     let fd = mkdir_all_in_root(root.fd.as_fd(), dest, Kind::Dir, dest)?;
-    mount_fs(Some("tmpfs"), &proc_fd_path(&fd), Some("tmpfs"), base, Some("mode=755"), dest)?;
+    mount_fs(
+        Some("tmpfs"),
+        &proc_fd_path(&fd),
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+        dest,
+    )?;
     for (name, dir) in cgroup_dirs {
         let sub = dest.join(name);
         let fd = mkdir_all_in_root(root.fd.as_fd(), &sub, Kind::Dir, &sub)?;
-        mount_fs(Some(&dir.to_string_lossy()), &proc_fd_path(&fd), None, MsFlags::MS_BIND, None, &sub)?;
+        mount_fs(
+            Some(&dir.to_string_lossy()),
+            &proc_fd_path(&fd),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            &sub,
+        )?;
         let bound = reopen(root, &sub)?;
-        let ro_flag = if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        let ro_flag = if ro {
+            MsFlags::MS_RDONLY
+        } else {
+            MsFlags::empty()
+        };
         remount_bind(&proc_fd_path(&bound), base | ro_flag, &sub)?;
     }
     if ro {
         let top = reopen(root, dest)?;
-        mount_fs(None, &proc_fd_path(&top), None, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base, Some("mode=755"), dest)?;
+        mount_fs(
+            None,
+            &proc_fd_path(&top),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
+            Some("mode=755"),
+            dest,
+        )?;
     }
     Ok(())
 }
@@ -155,7 +223,14 @@ pub fn create_devices(root: &Rootfs, devices: &[DevicePlan], bind: bool) -> SysR
         let dir = File::open(proc_fd_path(&dir)).ctx(|| format!("open {}", parent.display()))?;
         if bind {
             let target = mkdir_all_in_root(root.fd.as_fd(), &d.path, Kind::File, &d.path)?;
-            mount_fs(Some(&d.path.to_string_lossy()), &proc_fd_path(&target), None, MsFlags::MS_BIND, None, &d.path)?;
+            mount_fs(
+                Some(&d.path.to_string_lossy()),
+                &proc_fd_path(&target),
+                None,
+                MsFlags::MS_BIND,
+                None,
+                &d.path,
+            )?;
             continue;
         }
         let dev = nix::sys::stat::makedev(d.major, d.minor);
@@ -165,22 +240,51 @@ pub fn create_devices(root: &Rootfs, devices: &[DevicePlan], bind: bool) -> SysR
             Err(nix::Error::EEXIST) => {
                 // Already there (a bundle reused, or an image with device nodes): accept
                 // it only if it is the same device.
-                let st = nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .ctx(|| format!("stat {}", d.path.display()))?;
+                let st =
+                    nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .ctx(|| format!("stat {}", d.path.display()))?;
                 if st.st_mode & libc::S_IFMT != d.kind || st.st_rdev != dev {
-                    return Err(SysError::new(format!("create device {}: a different file is in the way", d.path.display()), nix::Error::EEXIST));
+                    return Err(SysError::new(
+                        format!(
+                            "create device {}: a different file is in the way",
+                            d.path.display()
+                        ),
+                        nix::Error::EEXIST,
+                    ));
                 }
             }
             Err(e) => return Err(SysError::new(format!("mknod {}", d.path.display()), e)),
         }
         // mknod applies the umask: set the exact mode and the owner.
-        nix::sys::stat::fchmodat(&dir, name, Mode::from_bits_truncate(d.mode), nix::sys::stat::FchmodatFlags::NoFollowSymlink)
-            .or_else(|e| if e == nix::Error::EOPNOTSUPP { Ok(()) } else { Err(e) })
-            .ctx(|| format!("chmod {}", d.path.display()))?;
-        nix::unistd::fchownat(&dir, name, Some(Uid::from_raw(d.uid)), Some(Gid::from_raw(d.gid)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            .ctx(|| format!("chown {}", d.path.display()))?;
+        nix::sys::stat::fchmodat(
+            &dir,
+            name,
+            Mode::from_bits_truncate(d.mode),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        )
+        .or_else(|e| {
+            if e == nix::Error::EOPNOTSUPP {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .ctx(|| format!("chmod {}", d.path.display()))?;
+        nix::unistd::fchownat(
+            &dir,
+            name,
+            Some(Uid::from_raw(d.uid)),
+            Some(Gid::from_raw(d.gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ctx(|| format!("chown {}", d.path.display()))?;
     }
-    let dev = mkdir_all_in_root(root.fd.as_fd(), Path::new("/dev"), Kind::Dir, Path::new("/dev"))?;
+    let dev = mkdir_all_in_root(
+        root.fd.as_fd(),
+        Path::new("/dev"),
+        Kind::Dir,
+        Path::new("/dev"),
+    )?;
     let dev = File::open(proc_fd_path(&dev)).ctx(|| "open /dev".into())?;
     let mut links = vec![
         ("/proc/self/fd", "fd"),
@@ -216,7 +320,11 @@ pub fn enter(root: &Rootfs, no_pivot: bool) -> SysResult<()> {
     } else {
         nix::unistd::pivot_root(".", ".").ctx(|| format!("pivot_root {}", root.path.display()))?;
         // The old root is stacked on "."; keep its unmount from reaching the host.
-        set_propagation(".", MsFlags::MS_SLAVE | MsFlags::MS_REC, Path::new("old root"))?;
+        set_propagation(
+            ".",
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            Path::new("old root"),
+        )?;
         detach(".", Path::new("old root"))?;
     }
     nix::unistd::chdir("/").ctx(|| "chdir / in the new root".into())
@@ -226,26 +334,58 @@ pub fn enter(root: &Rootfs, no_pivot: bool) -> SysResult<()> {
 /// /dev/null for a file); read-only paths are rebound read-only. Missing paths are skipped.
 pub fn mask_and_protect(plan: &Plan) -> SysResult<()> {
     for p in &plan.masked_paths {
-        let Some(fd) = open_existing(p)? else { continue };
+        let Some(fd) = open_existing(p)? else {
+            continue;
+        };
         let target = proc_fd_path(&fd);
         let st = nix::sys::stat::fstat(&fd).ctx(|| format!("stat {}", p.display()))?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            mount_fs(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0k"), p)?;
+            mount_fs(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0k"),
+                p,
+            )?;
         } else {
             mount_fs(Some("/dev/null"), &target, None, MsFlags::MS_BIND, None, p)?;
         }
     }
     for p in &plan.readonly_paths {
-        let Some(fd) = open_existing(p)? else { continue };
-        mount_fs(Some(&proc_fd_path(&fd)), &proc_fd_path(&fd), None, MsFlags::MS_BIND | MsFlags::MS_REC, None, p)?;
-        let Some(bound) = open_existing(p)? else { continue };
-        remount_bind(&proc_fd_path(&bound), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC, p)?;
+        let Some(fd) = open_existing(p)? else {
+            continue;
+        };
+        mount_fs(
+            Some(&proc_fd_path(&fd)),
+            &proc_fd_path(&fd),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            p,
+        )?;
+        let Some(bound) = open_existing(p)? else {
+            continue;
+        };
+        remount_bind(
+            &proc_fd_path(&bound),
+            MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_REC,
+            p,
+        )?;
     }
     Ok(())
 }
 
 fn open_existing(p: &Path) -> SysResult<Option<OwnedFd>> {
-    match nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+    match nix::fcntl::open(
+        p,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => Ok(Some(fd)),
         Err(nix::Error::ENOENT) => Ok(None),
         Err(e) => Err(SysError::new(format!("open {}", p.display()), e)),

@@ -30,8 +30,12 @@ pub fn setup(socket: &impl AsFd, size: Option<(u16, u16)>) -> SysResult<()> {
         let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         nix::errno::Errno::result(r).ctx(|| "set console size".into())?;
     }
-    let slave: OwnedFd = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty())
-        .ctx(|| format!("open {name}"))?;
+    let slave: OwnedFd = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {name}"))?;
     send_fd(socket, &master, &name)?;
     drop(master);
     nix::unistd::setsid().ctx(|| "setsid".into())?;

@@ -5,13 +5,14 @@
 //! ../../../host`) can never send a mount or a write outside the container's root. The
 //! resulting fd is then used as `/proc/self/fd/N` for `mount(2)`.
 
-use std::ffi::OsStr;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{Mode, mkdirat};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{Mode, fstat, mkdirat};
 
 use super::error::{Context, SysError, SysResult};
 
@@ -41,59 +42,96 @@ pub enum Kind {
 /// Resolves `path` inside `root`, creating the missing directories on the way and, at the
 /// end, a directory or an empty file. Returns an `O_PATH` fd of the result, suitable as a
 /// mount target through [`proc_fd_path`]. `shown` names the path in errors.
+///
+/// Symlinks are resolved by hand, one component at a time from directory fds opened with
+/// `O_NOFOLLOW`, with absolute targets and `..` clamped at `root`: a dangling link in the
+/// image (`/mnt/x -> /etc/host-dir`) leads to a directory created inside the root, never
+/// outside it.
 pub fn mkdir_all_in_root(
     root: BorrowedFd<'_>,
     path: &Path,
     last: Kind,
     shown: &Path,
 ) -> SysResult<OwnedFd> {
-    let rel = relative(path);
-    match open_in_root(root, &rel, OFlag::O_PATH) {
+    let err = |what: &str, e: nix::Error| SysError::new(format!("{what} {}", shown.display()), e);
+    match open_in_root(root, path, OFlag::O_PATH) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
-        Err(e) => return Err(SysError::new(format!("resolve {}", shown.display()), e)),
+        Err(e) => return Err(err("resolve", e)),
     }
-    let comps: Vec<&OsStr> = rel.iter().collect();
-    let mut dir = root
-        .try_clone_to_owned()
-        .ctx(|| format!("dup root fd for {}", shown.display()))?;
-    for (i, name) in comps.iter().enumerate() {
-        let is_last = i + 1 == comps.len();
-        // Each step is resolved from the already-confined parent with RESOLVE_IN_ROOT
-        // relative to `root` of the whole walk, so ".." and symlinks stay inside.
-        let so_far: PathBuf = comps[..=i].iter().collect();
-        match open_in_root(root, &so_far, OFlag::O_PATH) {
-            Ok(fd) => {
-                dir = fd;
-                continue;
-            }
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(SysError::new(format!("resolve {}", shown.display()), e)),
+    let mut todo: VecDeque<OsString> = relative(path).iter().map(OsStr::to_os_string).collect();
+    let mut stack: Vec<OwnedFd> = Vec::new();
+    let mut links = 0;
+    let nofollow = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    while let Some(name) = todo.pop_front() {
+        if name == "." {
+            continue;
         }
-        // Create `name` inside `dir`. `dir` was opened through RESOLVE_IN_ROOT, and
-        // `name` is a single component, so the creation cannot escape.
-        if is_last && last == Kind::File {
-            let how = OpenHow::new()
-                .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-                .mode(Mode::from_bits_truncate(0o644))
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-            openat2(&dir, *name, how)
-                .ctx(|| format!("create file {}", shown.display()))?;
-        } else {
-            match mkdirat(&dir, *name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => {
-                    return Err(SysError::new(
-                        format!("create directory {}", shown.display()),
-                        e,
-                    ));
+        if name == ".." {
+            stack.pop();
+            continue;
+        }
+        let is_last = todo.is_empty();
+        let cur = stack.last().map(|f| f.as_fd()).unwrap_or(root);
+        match openat(cur, name.as_os_str(), nofollow, Mode::empty()) {
+            Ok(fd) => {
+                let st = fstat(&fd).map_err(|e| err("stat", e))?;
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFLNK => {
+                        links += 1;
+                        if links > 40 {
+                            return Err(err("resolve", Errno::ELOOP));
+                        }
+                        let target =
+                            readlinkat(cur, name.as_os_str()).map_err(|e| err("readlink", e))?;
+                        let target = Path::new(&target);
+                        if target.is_absolute() {
+                            stack.clear();
+                        }
+                        for c in relative(target).iter().rev() {
+                            todo.push_front(c.to_os_string());
+                        }
+                    }
+                    libc::S_IFDIR => stack.push(fd),
+                    _ if is_last => stack.push(fd),
+                    _ => return Err(err("resolve", Errno::ENOTDIR)),
                 }
             }
+            Err(Errno::ENOENT) => {
+                if is_last && last == Kind::File {
+                    openat(
+                        cur,
+                        name.as_os_str(),
+                        OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_WRONLY
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o644),
+                    )
+                    .map_err(|e| err("create file", e))?;
+                } else {
+                    match mkdirat(cur, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(err("create directory", e)),
+                    }
+                }
+                let fd = openat(cur, name.as_os_str(), nofollow, Mode::empty())
+                    .map_err(|e| err("open", e))?;
+                stack.push(fd);
+            }
+            Err(e) => return Err(err("resolve", e)),
         }
-        dir = open_in_root(root, &so_far, OFlag::O_PATH)
-            .ctx(|| format!("resolve {}", shown.display()))?;
     }
-    Ok(dir)
+    match stack.pop() {
+        Some(fd) => Ok(fd),
+        None => root.try_clone_to_owned().map_err(|e| {
+            SysError::new(
+                format!("dup root fd for {}", shown.display()),
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+            )
+        }),
+    }
 }
 
 /// `path` with its root and prefix components removed, and `.` dropped: the form that
@@ -147,8 +185,7 @@ mod tests {
         symlink("../../outside", root.join("rel")).unwrap();
         let rootfd = File::open(&root).unwrap();
         for link in ["abs/x/y", "rel/x/y"] {
-            mkdir_all_in_root(rootfd.as_fd(), Path::new(link), Kind::Dir, Path::new(link))
-                .unwrap();
+            mkdir_all_in_root(rootfd.as_fd(), Path::new(link), Kind::Dir, Path::new(link)).unwrap();
         }
         assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
         // The directories were created inside the root, where the links resolve to.
@@ -161,8 +198,13 @@ mod tests {
     fn creates_a_file_at_the_end() {
         let tmp = tempfile::tempdir().unwrap();
         let rootfd = File::open(tmp.path()).unwrap();
-        mkdir_all_in_root(rootfd.as_fd(), Path::new("/dev/null"), Kind::File, Path::new("x"))
-            .unwrap();
+        mkdir_all_in_root(
+            rootfd.as_fd(),
+            Path::new("/dev/null"),
+            Kind::File,
+            Path::new("x"),
+        )
+        .unwrap();
         assert!(tmp.path().join("dev/null").is_file());
     }
 }

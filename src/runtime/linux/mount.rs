@@ -17,7 +17,14 @@ pub fn mount_fs(
     data: Option<&str>,
     shown: &Path,
 ) -> SysResult<()> {
-    mount(source, target, fstype, flags, data.filter(|d| !d.is_empty())).ctx(|| {
+    mount(
+        source,
+        target,
+        fstype,
+        flags,
+        data.filter(|d| !d.is_empty()),
+    )
+    .ctx(|| {
         format!(
             "mount {} ({}) on {}",
             source.unwrap_or("none"),

@@ -64,10 +64,10 @@ impl MountOptions {
                 "tmpcopyup" => out.tmpcopyup = true,
                 // Recursive attribute changes need mount_setattr(2), and id-mapped
                 // mounts need a user namespace fd: neither is implemented yet.
-                "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec"
-                | "rexec" | "rnoatime" | "ratime" | "rrelatime" | "rnorelatime"
-                | "rnodiratime" | "rdiratime" | "rstrictatime" | "rnostrictatime"
-                | "rnosymfollow" | "rsymfollow" | "idmap" | "ridmap" => {
+                "rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec"
+                | "rnoatime" | "ratime" | "rrelatime" | "rnorelatime" | "rnodiratime"
+                | "rdiratime" | "rstrictatime" | "rnostrictatime" | "rnosymfollow"
+                | "rsymfollow" | "idmap" | "ridmap" => {
                     return Err(UnsupportedOption(opt.to_string()));
                 }
                 "" => {}

@@ -50,7 +50,8 @@ pub fn channel() -> SysResult<(Channel, Channel)> {
 
 impl Channel {
     pub fn send(&self, msg: &Message) -> SysResult<()> {
-        let bytes = serde_json::to_vec(msg).map_err(|_| SysError::invalid("encode sync message"))?;
+        let bytes =
+            serde_json::to_vec(msg).map_err(|_| SysError::invalid("encode sync message"))?;
         nix::sys::socket::send(self.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
             .ctx(|| format!("send {msg:?} to sync socket"))?;
         Ok(())
@@ -102,8 +103,14 @@ pub fn send_fd(sock: &impl AsFd, fd: &impl AsFd, name: &str) -> SysResult<()> {
     let fds = [fd.as_fd().as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [std::io::IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(sock.as_fd().as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .ctx(|| "send pty master to console socket".into())?;
+    sendmsg::<()>(
+        sock.as_fd().as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )
+    .ctx(|| "send pty master to console socket".into())?;
     Ok(())
 }
 
@@ -138,7 +145,8 @@ mod tests {
     #[test]
     fn messages_round_trip_and_eof_is_none() {
         let (a, b) = channel().unwrap();
-        a.send(&Message::Error("mount /proc: EPERM".into())).unwrap();
+        a.send(&Message::Error("mount /proc: EPERM".into()))
+            .unwrap();
         a.send(&Message::Ready).unwrap();
         assert_eq!(
             b.recv().unwrap(),
