@@ -51,26 +51,49 @@ pub struct Created {
 
 /// Creates the container; on return its init waits for `start`.
 pub fn create(store: &Store, opts: &CreateOptions) -> Result<Created> {
+    create_with(store, opts, None)
+}
+
+/// Whether the bundle asks for a terminal (`process.terminal`), for `run` to decide
+/// whether it relays one itself.
+pub fn wants_terminal(bundle: &Path) -> Result<bool> {
+    let (_, spec) = super::spec::load_bundle(bundle)?;
+    Ok(spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false))
+}
+
+/// [`create`], with `console` (a connected unix socket) standing in for
+/// `--console-socket`: `run` passes one end of a socketpair to relay the terminal.
+pub fn create_with(
+    store: &Store,
+    opts: &CreateOptions,
+    console: Option<OwnedFd>,
+) -> Result<Created> {
     id::validate(&opts.id)?;
     let (bundle, spec) = super::spec::load_bundle(&opts.bundle)?;
     let plan = plan::build(&spec, &bundle, &opts.id, opts.systemd_cgroup)?;
-    if plan.process.terminal && opts.console_socket.is_none() {
+    let has_console = console.is_some() || opts.console_socket.is_some();
+    if plan.process.terminal && !has_console {
         return Err(Error::Usage(
             "process.terminal is true: --console-socket is required".into(),
         ));
     }
-    if !plan.process.terminal && opts.console_socket.is_some() {
+    if !plan.process.terminal && has_console {
         return Err(Error::Usage(
             "--console-socket given but process.terminal is false".into(),
         ));
     }
-    let console = match &opts.console_socket {
-        Some(p) => Some(
+    let console = match (&opts.console_socket, console) {
+        (_, Some(fd)) => Some(fd),
+        (Some(p), None) => Some(
             UnixStream::connect(p)
                 .map(OwnedFd::from)
                 .ctx(|| format!("connect to console socket {}", p.display()))?,
         ),
-        None => None,
+        (None, None) => None,
     };
     let lock = store.create(&opts.id)?;
     let mut undo = Undo {

@@ -6,9 +6,14 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::wait::{WaitStatus, waitpid};
 
-use super::create::{CreateOptions, create};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+
+use super::create::{CreateOptions, create, create_with, wants_terminal};
 use super::error::Result;
+use super::linux::console;
 use super::linux::error::Context;
+use super::linux::sync::recv_fd;
 use super::ops;
 use super::state::Store;
 
@@ -36,7 +41,21 @@ const FORWARDED: [Signal; 7] = [
 /// Runs the container in the foreground; returns its exit code. With `detach`, returns
 /// 0 once it is started.
 pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
-    let created = create(store, opts)?;
+    // runc's behaviour: a terminal without --console-socket is relayed by `run` itself.
+    let relay = opts.console_socket.is_none() && !detach && wants_terminal(&opts.bundle)?;
+    let (created, master) = if relay {
+        let (ours, theirs) = UnixStream::pair().ctx(|| "socketpair for the terminal".into())?;
+        let created = create_with(store, opts, Some(OwnedFd::from(theirs)))?;
+        match recv_fd(&ours) {
+            Ok(m) => (created, Some(m)),
+            Err(e) => {
+                let _ = ops::delete(store, &opts.id, true);
+                return Err(e.into());
+            }
+        }
+    } else {
+        (create(store, opts)?, None)
+    };
     if let Err(e) = ops::start(store, &opts.id) {
         let _ = ops::delete(store, &opts.id, true);
         return Err(e);
@@ -54,6 +73,7 @@ pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
         // SAFETY: the handler only calls kill(2) and reads an atomic.
         unsafe { sigaction(sig, &action) }.ctx(|| format!("install handler for {sig}"))?;
     }
+    let relay = master.map(|m| std::thread::spawn(move || console::relay(m)));
     let code = loop {
         match waitpid(created.pid, None) {
             Ok(WaitStatus::Exited(_, code)) => break code,
@@ -70,6 +90,9 @@ pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
         }
     };
     FORWARD_TO.store(0, Ordering::SeqCst);
+    if let Some(r) = relay {
+        let _ = r.join();
+    }
     let lock = store.lock(&opts.id)?;
     ops::destroy(store, lock, &created.record)?;
     Ok(code)

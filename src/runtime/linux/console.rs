@@ -49,3 +49,74 @@ pub fn setup(socket: &impl AsFd, size: Option<(u16, u16)>) -> SysResult<()> {
     }
     Ok(())
 }
+
+/// `run`'s side of a terminal: copies stdin to the pty master and the master to stdout
+/// until the container closes its end, with the caller's terminal in raw mode meanwhile.
+/// Runs on its own thread, after every container process has been forked.
+pub fn relay(master: OwnedFd) {
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+    }
+    let mut buf = [0u8; 8192];
+    let mut stdin_open = true;
+    loop {
+        let mut fds = vec![nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if stdin_open {
+            fds.push(nix::poll::PollFd::new(
+                stdin.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+        }
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (m, s) = (ready(0), ready(1));
+        if m {
+            match nix::unistd::read(&master, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if write_all(std::io::stdout().as_fd(), &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if s {
+            match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let _ = write_all(master.as_fd(), &buf[..n]);
+                }
+            }
+        }
+    }
+    if let Some(t) = saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &t);
+    }
+}
+
+fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
