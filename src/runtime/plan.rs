@@ -296,7 +296,7 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
         process: process(spec)?,
         seccomp,
         cgroup_path,
-        resources: linux.resources().clone(),
+        resources: with_default_device_rules(linux.resources().clone()),
         annotations: spec.annotations().clone().unwrap_or_default(),
     })
 }
@@ -602,6 +602,44 @@ fn process(spec: &Spec) -> Result<ProcessPlan, SpecError> {
             .map(|b| (b.height() as u16, b.width() as u16)),
         io_priority,
     })
+}
+
+/// The device cgroup rules every container gets after its own (as runc's specconv does):
+/// mknod of any node, and read/write/mknod of the default devices and of ptys. Without
+/// them, a config that denies all devices (podman's) could not even create /dev/null.
+fn with_default_device_rules(resources: Option<LinuxResources>) -> Option<LinuxResources> {
+    use oci_spec::runtime::LinuxDeviceCgroup;
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let c = LinuxDeviceType::C;
+    let defaults = [
+        rule(c, None, None, "m"),
+        rule(LinuxDeviceType::B, None, None, "m"),
+        rule(c, Some(1), Some(3), "rwm"),
+        rule(c, Some(1), Some(5), "rwm"),
+        rule(c, Some(1), Some(7), "rwm"),
+        rule(c, Some(1), Some(8), "rwm"),
+        rule(c, Some(1), Some(9), "rwm"),
+        rule(c, Some(5), Some(0), "rwm"),
+        rule(c, Some(5), Some(2), "rwm"),
+        rule(c, Some(136), None, "rwm"),
+    ];
+    let mut resources = resources.unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    if rules.is_empty() {
+        // No rules: the cgroup allows every device; nothing to add.
+        return Some(resources);
+    }
+    rules.extend(defaults);
+    resources.set_devices(Some(rules));
+    Some(resources)
 }
 
 fn apparmor_enabled() -> bool {
