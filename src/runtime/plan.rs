@@ -535,13 +535,32 @@ fn process(spec: &Spec) -> Result<ProcessPlan, SpecError> {
     }
     let caps = match p.capabilities() {
         None => None,
-        Some(c) => Some(CapsPlan {
-            bounding: capset("process.capabilities.bounding", c.bounding())?,
-            effective: capset("process.capabilities.effective", c.effective())?,
-            permitted: capset("process.capabilities.permitted", c.permitted())?,
-            inheritable: capset("process.capabilities.inheritable", c.inheritable())?,
-            ambient: capset("process.capabilities.ambient", c.ambient())?,
-        }),
+        Some(c) => {
+            let mut plan = CapsPlan {
+                bounding: capset("process.capabilities.bounding", c.bounding())?,
+                effective: capset("process.capabilities.effective", c.effective())?,
+                permitted: capset("process.capabilities.permitted", c.permitted())?,
+                inheritable: capset("process.capabilities.inheritable", c.inheritable())?,
+                ambient: capset("process.capabilities.ambient", c.ambient())?,
+            };
+            // The kernel raises an ambient capability only if it is permitted and
+            // inheritable. runc's own `spec` lists ambient capabilities without
+            // inheritable ones and runc skips them; do the same, visibly in --debug.
+            let (inh, prm) = (&plan.inheritable, &plan.permitted);
+            let skipped: Vec<String> = plan
+                .ambient
+                .iter()
+                .filter(|c| !inh.contains(c) || !prm.contains(c))
+                .map(|c| c.to_string())
+                .collect();
+            if !skipped.is_empty() {
+                tracing::debug!(
+                    "process.capabilities.ambient: {skipped:?} not raised: not in both inheritable and permitted"
+                );
+                plan.ambient.retain(|c| inh.contains(c) && prm.contains(c));
+            }
+            Some(plan)
+        }
     };
     let mut rlimits = Vec::new();
     let mut seen = Vec::new();
