@@ -191,9 +191,20 @@ fn launch(
     );
     let (parent, child) = sync::channel()?;
 
+    // The state directory, for the init to report a failure after `start` (see
+    // init::launch); opened here, while the host's paths are still reachable.
+    let state_dir: OwnedFd = nix::fcntl::open(
+        &dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", dir.display()))?;
     let restore = enter_for_children(plan)?;
     let forked = clone_process(plan.clone_flags);
-    restore.restore()?;
+    if !matches!(forked, Ok(Forked::Child)) {
+        // Only the runtime goes back: the init stays in the namespaces it was made for.
+        restore.restore()?;
+    }
     let (pid, pidfd) = match forked? {
         Forked::Child => {
             drop(parent);
@@ -201,6 +212,7 @@ fn launch(
                 plan,
                 sync: child,
                 fifo: Some(fifo),
+                state_dir: Some(state_dir),
                 console_socket: console,
                 preserve_fds: opts.preserve_fds,
                 no_pivot: opts.no_pivot,
@@ -215,6 +227,7 @@ fn launch(
     };
     drop(child);
     drop(fifo);
+    drop(state_dir);
     drop(console);
     let pidfd_copy = pidfd.try_clone().ctx(|| "dup pidfd".into())?;
     undo.child = Some((pid, pidfd_copy));

@@ -42,6 +42,17 @@ pub fn run(phase: &'static str, hooks: &[Hook], state: &[u8]) -> Result<(), Hook
     Ok(())
 }
 
+/// Runs every hook of `hooks`; a failure is a warning and the next hook still runs
+/// (poststart and poststop, per the runtime spec).
+pub fn run_warn(phase: &'static str, hooks: &[Hook], state: &[u8]) {
+    for h in hooks {
+        if let Err(e) = run_one(phase, h, state) {
+            tracing::warn!("{e}");
+            eprintln!("corral: warning: {e}");
+        }
+    }
+}
+
 fn run_one(phase: &'static str, hook: &Hook, state: &[u8]) -> Result<(), HookError> {
     let path = hook.path().to_string_lossy().into_owned();
     let mut cmd = Command::new(hook.path());

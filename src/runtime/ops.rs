@@ -14,7 +14,7 @@ use super::hooks;
 use super::linux::cgroups::{Cgroup, CgroupPath};
 use super::linux::error::Context;
 use super::linux::process::{pidfd_open, pidfd_send_signal, start_time};
-use super::state::{EXEC_FIFO, Lock, Record, Store};
+use super::state::{EXEC_ERROR, EXEC_FIFO, Lock, Record, Store};
 use super::status::{Status, init_alive, status};
 use super::{OciState, id, oci_state};
 
@@ -99,10 +99,34 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         }
     })?;
     nix::unistd::write(&fifo, b"0").ctx(|| format!("write {}", fifo_path.display()))?;
+    // The init holds the fifo's read end (close-on-exec) until it execs or dies: wait for
+    // that, so that `start` returns after the program runs (or reports why it did not),
+    // and poststart hooks run after the program started, as the spec orders them.
+    wait_for_no_readers(&fifo);
     drop(fifo);
     std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
+    let err_path = lock.dir().join(EXEC_ERROR);
+    if let Ok(reason) = std::fs::read_to_string(&err_path) {
+        let _ = std::fs::remove_file(&err_path);
+        return Err(Error::Init {
+            id: id.to_string(),
+            reason,
+        });
+    }
     run_poststart(&rec);
     Ok(())
+}
+
+/// Blocks until the fifo has no reader left. `poll` with no requested events still
+/// reports `POLLERR`, which a fifo's write end gets once every reader is gone.
+fn wait_for_no_readers(fifo: &OwnedFd) {
+    let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::empty())];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            _ => return,
+        }
+    }
 }
 
 /// Poststart hooks: a failure is logged and the lifecycle goes on (runtime spec).
@@ -123,10 +147,7 @@ pub fn run_poststart(rec: &Record) {
         &rec.annotations,
     ))
     .unwrap_or_default();
-    if let Err(e) = hooks::run("poststart", &list, &state) {
-        tracing::warn!("{e}");
-        eprintln!("corral: warning: {e}");
-    }
+    hooks::run_warn("poststart", &list, &state);
 }
 
 /// `kill`: a signal to the init, or with `all` to every process of the container.
@@ -224,10 +245,7 @@ pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
             &rec.annotations,
         ))
         .unwrap_or_default();
-        if let Err(e) = hooks::run("poststop", &poststop, &state) {
-            tracing::warn!("{e}");
-            eprintln!("corral: warning: {e}");
-        }
+        hooks::run_warn("poststop", &poststop, &state);
     }
     store.remove(lock)?;
     Ok(())

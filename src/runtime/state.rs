@@ -86,6 +86,9 @@ impl Lock {
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// Written by the init when it fails between `start` and exec (a startContainer hook, a
+/// late seccomp filter, execve itself).
+pub const EXEC_ERROR: &str = "exec.error";
 
 impl Store {
     pub fn new(root: impl Into<PathBuf>) -> Self {

@@ -31,6 +31,9 @@ pub struct InitContext<'a> {
     pub sync: Channel,
     /// The read end of the exec fifo: `start` writes one byte into it.
     pub fifo: Option<OwnedFd>,
+    /// The container's state directory (`O_PATH`), where a failure after `start` is
+    /// written for `start` to report (`exec.error`).
+    pub state_dir: Option<OwnedFd>,
     pub console_socket: Option<OwnedFd>,
     pub preserve_fds: i32,
     pub no_pivot: bool,
@@ -64,8 +67,14 @@ struct Ready {
 /// Errors go to stderr: the runtime that created the container is gone by now.
 fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     let plan = ctx.plan;
+    // After `start`, a failure is written to <state>/exec.error before the fifo closes
+    // (at exit), so that `start`, which waits for the fifo to close, can report it.
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
-        let _ = writeln!(std::io::stderr(), "corral: {e}");
+        let msg = e.to_string();
+        if let Some(dir) = &ctx.state_dir {
+            let _ = report_exec_error(dir, &msg);
+        }
+        let _ = writeln!(std::io::stderr(), "corral: {msg}");
         exit_now(code)
     };
     if let Some(fifo) = &ctx.fifo
@@ -112,11 +121,15 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     if let Some(s) = ctx.console_socket.take() {
         ctx.console_socket = Some(dup_above(&s, keep_below)?);
     }
+    if let Some(d) = ctx.state_dir.take() {
+        ctx.state_dir = Some(dup_above(&d, keep_below)?);
+    }
     // Everything else the runtime had open (the state lock, pidfds, ...) is closed now:
     // the init outlives the runtime, and must not hold its files.
     let mut keep = vec![ctx.sync.as_fd().as_raw_fd()];
     keep.extend(ctx.fifo.as_ref().map(|f| f.as_raw_fd()));
     keep.extend(ctx.console_socket.as_ref().map(|f| f.as_raw_fd()));
+    keep.extend(ctx.state_dir.as_ref().map(|f| f.as_raw_fd()));
     close_fds_except(keep_below, &keep)?;
     let ctx: &InitContext<'_> = ctx;
     let plan = ctx.plan;
@@ -248,6 +261,19 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
     ctx.sync.send(&Message::Ready)?;
     Ok(Ready { program, state })
+}
+
+/// Writes `msg` to `exec.error` in the state directory (by fd: the init is past
+/// pivot_root).
+fn report_exec_error(dir: &OwnedFd, msg: &str) -> nix::Result<()> {
+    use nix::fcntl::{OFlag, openat};
+    let fd = openat(
+        dir,
+        super::state::EXEC_ERROR,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    nix::unistd::write(&fd, msg.as_bytes()).map(drop)
 }
 
 fn setgroups_allowed() -> bool {
