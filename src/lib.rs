@@ -3,4 +3,5 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod images;
 pub mod runtime;
