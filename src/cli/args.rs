@@ -127,4 +127,12 @@ pub enum Command {
     },
     /// Print the OCI features document: what this runtime implements.
     Features,
+    /// Internal: the single-threaded process that `corral serve` starts to fork
+    /// containers (its socket to the service is fd 3).
+    #[command(hide = true)]
+    Launcher {
+        /// The service's data directory: container logs and exit records go below it.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }

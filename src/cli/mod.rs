@@ -70,6 +70,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Features => {
             println!("{}", serde_json::to_string_pretty(&features::document())?);
         }
+        Command::Launcher { data } => crate::service::launcher::server::run(&cli.root, data)?,
     }
     Ok(0)
 }

@@ -1,0 +1,265 @@
+//! The monitor: one small process per container, forked by the launcher, that creates
+//! the container and then owns its stdio and its exit status.
+//!
+//! The monitor is the parent of the container's init (it calls the runtime's
+//! `create_with` itself, in a fresh single-threaded fork, so the runtime's `clone3` is
+//! sound), so `waitpid` gives it the real exit status. It runs in its own session and
+//! holds no fd of the launcher or the service: when either exits, the monitor and the
+//! container go on; the monitor is then reparented to the host's init (or the nearest
+//! subreaper), which reaps it when it is done.
+//!
+//! Lifetime: fork -> [`detach`] -> pipes on fds 1 and 2 -> create -> open the logs ->
+//! report `Created { pid }` (or the error) to the launcher on a pipe -> pump the pipes
+//! into the logs and wait for the init -> `exit.json` -> exit.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::SigSet;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use tracing::subscriber::DefaultGuard;
+use tracing_subscriber::EnvFilter;
+
+use super::error::{LauncherError, kind_of};
+use super::files::{self, LogSink, MONITOR_LOG, STDERR_LOG, STDOUT_LOG};
+use super::protocol::{CreateRequest, Outcome, encode};
+use super::pump::{self, Stream};
+use crate::runtime::create::{CreateOptions, Created, create_with};
+use crate::runtime::linux::process::{Forked, exit_now, fork_process};
+use crate::runtime::ops;
+use crate::runtime::state::Store;
+
+/// Forks the monitor of a new container. Returns its pid and the read end of the pipe
+/// on which it reports the outcome of the create (one [`Outcome`], then EOF).
+///
+/// The caller must be single-threaded (the launcher is), and `blocked` is the signal
+/// mask it blocks (the monitor and so the container start with none blocked).
+pub fn spawn(
+    root: &Path,
+    req: &CreateRequest,
+    blocked: &SigSet,
+) -> Result<(Pid, OwnedFd), LauncherError> {
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for a report"))?;
+    match fork_process() {
+        Ok(Forked::Child) => {
+            drop(report_r);
+            // Never returns: the launcher's state in this copy of its memory (sockets,
+            // pending requests) is never touched again, nor dropped.
+            let code =
+                std::panic::catch_unwind(AssertUnwindSafe(|| run(root, req, report_w, blocked)))
+                    .unwrap_or(2);
+            exit_now(code)
+        }
+        Ok(Forked::Parent { pid, pidfd }) => {
+            drop(pidfd);
+            drop(report_w);
+            nix::fcntl::fcntl(&report_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(LauncherError::sys("set the report pipe non-blocking"))?;
+            Ok((pid, report_r))
+        }
+        Err(e) => Err(LauncherError::Sys {
+            op: format!("fork the monitor of container {}", req.id),
+            errno: e.errno(),
+        }),
+    }
+}
+
+/// The monitor's life; returns its exit code.
+fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i32 {
+    let mut running = match start(root, req, report.as_raw_fd(), blocked) {
+        Ok(r) => r,
+        Err(e) => {
+            send_report(report, &Outcome::error(&e));
+            return 0;
+        }
+    };
+    send_report(
+        report,
+        &Outcome::Created {
+            pid: running.created.pid.as_raw(),
+        },
+    );
+    let exit = pump::run(&mut running.streams, &running.created);
+    for s in &mut running.streams {
+        if let Err(e) = s.sink.finish() {
+            tracing::warn!("container {}: flush {}: {e}", req.id, s.sink.name());
+        }
+    }
+    if let Err(e) = files::write_exit(&req.data_dir, &exit) {
+        tracing::error!(
+            "container {}: write {}/{}: {e}",
+            req.id,
+            req.data_dir.display(),
+            files::EXIT_FILE
+        );
+        return 1;
+    }
+    0
+}
+
+/// A created container whose output the monitor now carries to the logs.
+struct Running {
+    created: Created,
+    streams: [Stream; 2],
+    /// The monitor's messages go to `monitor.log` while this lives.
+    _log: DefaultGuard,
+}
+
+/// Sends this process's `tracing` events to `file` (with times, without colours) while
+/// the guard lives. The monitor is single-threaded: the thread's default is all of it.
+fn log_to(file: File) -> DefaultGuard {
+    let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_target(false)
+        .finish();
+    tracing::subscriber::set_default(subscriber)
+}
+
+fn start(
+    root: &Path,
+    req: &CreateRequest,
+    keep: RawFd,
+    blocked: &SigSet,
+) -> Result<Running, LauncherError> {
+    detach(keep, blocked)?;
+    // Until the container exists, the monitor's messages (and the runtime's) go where
+    // the launcher's go; the container's stderr is the container's.
+    let launcher_stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(LauncherError::io("dup the launcher's stderr"))?;
+    let create_log = log_to(File::from(launcher_stderr));
+    // The container's stdio: /dev/null in, a pipe for each of stdout and stderr, all
+    // inherited by the init through fds 0-2 (the runtime closes everything above).
+    let (out_r, out_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for stdout"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for stderr"))?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(LauncherError::sys("open /dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(LauncherError::sys("dup /dev/null to stdin"))?;
+    nix::unistd::dup2_stdout(&out_w).map_err(LauncherError::sys("dup the stdout pipe"))?;
+    nix::unistd::dup2_stderr(&err_w).map_err(LauncherError::sys("dup the stderr pipe"))?;
+    drop((out_w, err_w));
+
+    let store = Store::new(root);
+    let opts = CreateOptions {
+        id: req.id.clone(),
+        bundle: req.bundle.clone(),
+        systemd_cgroup: req.systemd_cgroup,
+        ..CreateOptions::default()
+    };
+    let created = create_with(&store, &opts, None).map_err(|e| LauncherError::Refused {
+        kind: kind_of(&e),
+        message: e.to_string(),
+    })?;
+    // The logs are opened only now, so that a refused create leaves nothing behind
+    // (and never touches the data of an existing container with the same id).
+    let (diag, sinks) = match open_logs(req) {
+        Ok(x) => x,
+        Err(e) => {
+            abandon(&store, &created);
+            return Err(e);
+        }
+    };
+    // The monitor's own messages go to monitor.log from now on, which also lets go of
+    // the pipes' write ends: the container holds the only ones, and EOF means that
+    // every process that could write has gone.
+    let redirect = nix::unistd::dup2_stdout(&diag).and_then(|()| nix::unistd::dup2_stderr(&diag));
+    if let Err(e) = redirect {
+        abandon(&store, &created);
+        return Err(LauncherError::sys("dup monitor.log to stdout and stderr")(
+            e,
+        ));
+    }
+    drop(create_log);
+    let [stdout, stderr] = sinks;
+    Ok(Running {
+        created,
+        streams: [Stream::new(out_r, stdout), Stream::new(err_r, stderr)],
+        _log: log_to(diag),
+    })
+}
+
+/// Leaves the launcher's world: no blocked signals (the container inherits the mask),
+/// a session of our own (no terminal or process-group signal aimed at the service
+/// reaches us), and no fd but `keep` above stdio (the launcher's socket to the service,
+/// its signalfd, the report pipes of other creates).
+fn detach(keep: RawFd, blocked: &SigSet) -> Result<(), LauncherError> {
+    blocked
+        .thread_unblock()
+        .map_err(LauncherError::sys("unblock signals"))?;
+    nix::unistd::setsid().map_err(LauncherError::sys("setsid"))?;
+    // Only the name shown by ps; failure does not matter.
+    let _ = nix::sys::prctl::set_name(c"corral-monitor");
+    close_fds_except(keep)
+}
+
+/// Closes every fd above stdio except `keep`.
+fn close_fds_except(keep: RawFd) -> Result<(), LauncherError> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map_err(LauncherError::io("read /proc/self/fd"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // The directory's own fd is closed by now; closing it again gives EBADF, ignored.
+    for fd in open {
+        if fd > 2 && fd != keep {
+            // SAFETY: closing an fd of our own table. This process is a fork that never
+            // returns to the code that owns these fds, so nothing uses or closes them
+            // again.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// `(monitor.log, [stdout.log, stderr.log])` in the container's data directory.
+fn open_logs(req: &CreateRequest) -> Result<(File, [LogSink; 2]), LauncherError> {
+    let dir = &req.data_dir;
+    let ctx = |what: &str| LauncherError::io(format!("{what} {}", dir.display()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(ctx("create"))?;
+    // An exit record left by an earlier container of this id would describe this one
+    // as finished. (Its logs are appended to; the service may clear the dir first.)
+    match std::fs::remove_file(dir.join(files::EXIT_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx("remove the stale exit.json in")(e)),
+    }
+    let diag = files::open_append(dir, MONITOR_LOG).map_err(ctx("open monitor.log in"))?;
+    let stdout =
+        LogSink::open(dir, STDOUT_LOG, req.log_limit).map_err(ctx("open stdout.log in"))?;
+    let stderr =
+        LogSink::open(dir, STDERR_LOG, req.log_limit).map_err(ctx("open stderr.log in"))?;
+    Ok((diag, [stdout, stderr]))
+}
+
+/// Removes a container that the monitor cannot serve, and reaps its init.
+fn abandon(store: &Store, created: &Created) {
+    if let Err(e) = ops::delete(store, &created.record.id, true) {
+        tracing::error!("remove container {}: {e}", created.record.id);
+    }
+    let _ = nix::sys::wait::waitpid(created.pid, None);
+}
+
+/// Writes the outcome for the launcher and closes the pipe. If the launcher is gone the
+/// write fails (EPIPE; `SIGPIPE` is ignored) and the container goes on regardless: the
+/// service finds it from the state on disk.
+fn send_report(report: OwnedFd, outcome: &Outcome) {
+    // The launcher reads up to EOF: the size of one write does not matter.
+    let Ok(bytes) = encode(outcome) else { return };
+    let _ = File::from(report).write_all(&bytes);
+}

@@ -1,0 +1,59 @@
+//! The lifecycle operations that need no fork (start, kill, delete, state), run by the
+//! service itself on tokio's blocking pool: they block (`start` waits until the
+//! container's program is exec'd; `delete` waits for the init to die) but never fork
+//! or clone from a worker thread (hooks run through `std::process::Command`, which is
+//! sound in a multi-threaded process).
+//!
+//! `delete` removes the container's cgroup: call it after the monitor has written
+//! `exit.json` (see [`super::read_exit`]), or the monitor may find the cgroup gone when
+//! it reads the OOM counter and report `oom_killed: false`.
+
+use nix::sys::signal::Signal;
+
+use super::client::Launcher;
+use super::error::LauncherError;
+use crate::runtime::ops::{self, StateView};
+use crate::runtime::state::Store;
+
+impl Launcher {
+    /// `start`: releases the created container's init; returns once its program runs.
+    pub async fn start(&self, id: &str) -> Result<(), LauncherError> {
+        let id = id.to_string();
+        self.blocking("start", move |s| ops::start(s, &id)).await
+    }
+
+    /// `kill`: `sig` to the init, or with `all` to every process of the container.
+    pub async fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<(), LauncherError> {
+        let id = id.to_string();
+        self.blocking("kill", move |s| ops::kill(s, &id, sig, all))
+            .await
+    }
+
+    /// `delete`: removes a stopped (or created) container; a running one with `force`.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), LauncherError> {
+        let id = id.to_string();
+        self.blocking("delete", move |s| ops::delete(s, &id, force))
+            .await
+    }
+
+    /// The OCI state of the container (status derived from the kernel).
+    pub async fn state(&self, id: &str) -> Result<StateView, LauncherError> {
+        let id = id.to_string();
+        self.blocking("state", move |s| ops::state(s, &id)).await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Store) -> crate::runtime::Result<T> + Send + 'static,
+    ) -> Result<T, LauncherError> {
+        let store = Store::new(&self.root);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|source| LauncherError::Join {
+                op: op.into(),
+                source,
+            })?
+            .map_err(LauncherError::from)
+    }
+}

@@ -1,0 +1,207 @@
+//! The messages between the service and the launcher: one JSON document per
+//! `SOCK_SEQPACKET` packet (the kernel keeps the boundaries), and between a monitor and
+//! the launcher (one JSON document on a pipe, then EOF).
+//!
+//! The launcher speaks first ([`Message::Hello`]). Requests carry a sequence number that
+//! the reply repeats: several creates can be in flight at once, each in its own monitor.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+
+use nix::sys::socket::MsgFlags;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ErrorKind, LauncherError};
+
+/// Bumped on any incompatible change; the client refuses a launcher that says otherwise
+/// (for example a binary replaced on disk while the service runs).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest packet either side sends or accepts.
+pub const MAX_PACKET: usize = 64 * 1024;
+
+/// The default cap of each log file (`stdout.log`, `stderr.log`).
+pub const DEFAULT_LOG_LIMIT: u64 = 64 * 1024 * 1024;
+
+fn default_log_limit() -> u64 {
+    DEFAULT_LOG_LIMIT
+}
+
+/// Create a container from a bundle; its stdio goes to log files in `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub id: String,
+    /// The bundle directory (absolute).
+    pub bundle: PathBuf,
+    /// The container's data directory: `stdout.log`, `stderr.log`, `exit.json`. Absolute,
+    /// inside the launcher's `--data`; created if missing.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub systemd_cgroup: bool,
+    /// The cap of each log file in bytes: output past it is read and dropped.
+    #[serde(default = "default_log_limit")]
+    pub log_limit: u64,
+}
+
+/// service -> launcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub seq: u64,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Create(CreateRequest),
+    Ping,
+}
+
+/// launcher -> service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// Sent once, when the launcher is ready for requests.
+    Hello {
+        version: u32,
+        pid: i32,
+    },
+    Reply {
+        seq: u64,
+        outcome: Outcome,
+    },
+}
+
+/// The result of a request; also what a monitor reports to the launcher after create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The container is created (its init waits for `start`); `pid` in the host's pid
+    /// namespace.
+    Created {
+        pid: i32,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    Pong,
+}
+
+/// Error messages longer than this are cut (so that a reply always fits a packet).
+const MAX_MESSAGE: usize = 8 * 1024;
+
+impl Outcome {
+    pub fn error(e: &LauncherError) -> Self {
+        let mut message = e.to_string();
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
+        }
+        Outcome::Error {
+            kind: e.kind(),
+            message,
+        }
+    }
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, LauncherError> {
+    let bytes = serde_json::to_vec(msg)
+        .map_err(|e| LauncherError::Protocol(format!("encode message: {e}")))?;
+    if bytes.len() > MAX_PACKET {
+        return Err(LauncherError::Protocol(format!(
+            "message of {} bytes exceeds {MAX_PACKET}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LauncherError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| LauncherError::Protocol(format!("decode message: {e}")))
+}
+
+/// Sends one packet; never raises `SIGPIPE`.
+pub fn send_packet(fd: BorrowedFd<'_>, bytes: &[u8]) -> nix::Result<()> {
+    loop {
+        match nix::sys::socket::send(fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Err(nix::Error::EINTR) => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// Receives one packet into `buf` (of `MAX_PACKET + 1` bytes); `Ok(None)` at EOF. A
+/// packet that fills the buffer was larger than `MAX_PACKET` and truncated: an error.
+pub fn recv_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<usize>> {
+    let n = loop {
+        match nix::sys::socket::recv(fd.as_raw_fd(), buf, MsgFlags::empty()) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    match n {
+        0 => Ok(None),
+        n if n >= buf.len() => Err(nix::Error::EMSGSIZE),
+        n => Ok(Some(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_with_defaults() {
+        let req = Request {
+            seq: 7,
+            op: Op::Create(CreateRequest {
+                id: "c1".into(),
+                bundle: "/b".into(),
+                data_dir: "/d/c1".into(),
+                systemd_cgroup: false,
+                log_limit: 5,
+            }),
+        };
+        assert_eq!(decode::<Request>(&encode(&req).unwrap()).unwrap(), req);
+        let minimal = br#"{"seq":1,"op":{"create":{"id":"a","bundle":"/b","data_dir":"/d"}}}"#;
+        let Op::Create(c) = decode::<Request>(minimal).unwrap().op else {
+            panic!("not a create")
+        };
+        assert_eq!(c.log_limit, DEFAULT_LOG_LIMIT);
+        let reply = Message::Reply {
+            seq: 7,
+            outcome: Outcome::Error {
+                kind: ErrorKind::AlreadyExists,
+                message: "x".into(),
+            },
+        };
+        let text = String::from_utf8(encode(&reply).unwrap()).unwrap();
+        assert!(text.contains("\"already_exists\""), "{text}");
+    }
+
+    #[test]
+    fn oversized_packets_are_refused() {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        use std::os::fd::AsFd;
+        send_packet(a.as_fd(), &vec![b'x'; MAX_PACKET + 10]).unwrap();
+        send_packet(a.as_fd(), b"ok").unwrap();
+        let mut buf = vec![0; MAX_PACKET + 1];
+        assert_eq!(recv_packet(b.as_fd(), &mut buf), Err(nix::Error::EMSGSIZE));
+        assert_eq!(recv_packet(b.as_fd(), &mut buf), Ok(Some(2)));
+        drop(a);
+        assert_eq!(recv_packet(b.as_fd(), &mut buf), Ok(None));
+    }
+}

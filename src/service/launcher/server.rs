@@ -1,0 +1,317 @@
+//! The launcher process, `corral launcher --root <state root> --data <data dir>`,
+//! started by the service with its end of a `SOCK_SEQPACKET` socketpair as fd 3.
+//!
+//! It stays single-threaded (it forks), and runs one `poll` loop over: the service's
+//! socket (requests; EOF means the service is gone, and the launcher exits), a signalfd
+//! for `SIGCHLD` (it reaps its children, the monitors), and the report pipe of every
+//! create in flight (each create runs in its own monitor, so creates overlap).
+//!
+//! What survives what: the launcher holds nothing that a container needs. When it exits
+//! (or is killed), the monitors, which are in sessions of their own, go on; they are
+//! reparented to the host's init (or the nearest subreaper), which reaps them.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::sockopt;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::error::{ErrorKind, LauncherError};
+use super::monitor;
+use super::protocol::{
+    CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, decode, encode,
+    recv_packet, send_packet,
+};
+
+/// The fd on which the launcher finds its socket to the service.
+pub const SERVICE_FD: RawFd = 3;
+
+/// Runs the launcher until the service closes its socket.
+pub fn run(root: &Path, data: &Path) -> Result<(), LauncherError> {
+    ensure_single_threaded()?;
+    let sock = take_service_socket()?;
+    let root = std::path::absolute(root)
+        .map_err(LauncherError::io(format!("resolve {}", root.display())))?;
+    // Lexically absolute, not canonical: the service builds the containers' data dirs
+    // by joining onto the path it passed.
+    let data = std::path::absolute(data)
+        .map_err(LauncherError::io(format!("resolve {}", data.display())))?;
+    std::fs::create_dir_all(&data)
+        .map_err(LauncherError::io(format!("create {}", data.display())))?;
+    // Hold no directory of the service's: monitors inherit the cwd for their lifetime.
+    nix::unistd::chdir("/").map_err(LauncherError::sys("chdir /"))?;
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGCHLD);
+    blocked
+        .thread_block()
+        .map_err(LauncherError::sys("block SIGCHLD"))?;
+    let sigfd = SignalFd::with_flags(&blocked, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(LauncherError::sys("signalfd for SIGCHLD"))?;
+    let mut server = Server {
+        root,
+        data,
+        sock,
+        sigfd,
+        blocked,
+        pending: Vec::new(),
+    };
+    server.send(&Message::Hello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id() as i32,
+    })?;
+    server.serve()
+}
+
+/// A create in flight: its monitor has not reported yet.
+struct Pending {
+    seq: u64,
+    id: String,
+    monitor: Pid,
+    report: OwnedFd,
+    buf: Vec<u8>,
+}
+
+struct Server {
+    root: PathBuf,
+    data: PathBuf,
+    sock: OwnedFd,
+    sigfd: SignalFd,
+    blocked: SigSet,
+    pending: Vec<Pending>,
+}
+
+impl Server {
+    fn serve(&mut self) -> Result<(), LauncherError> {
+        let mut buf = vec![0u8; MAX_PACKET + 1];
+        loop {
+            let Some((from_service, child_exited, reports)) = self.wait()? else {
+                continue;
+            };
+            if child_exited {
+                self.reap();
+            }
+            // Back to front, so that removing one does not shift the others.
+            for i in reports.into_iter().rev() {
+                if let Some(outcome) = read_report(&mut self.pending[i]) {
+                    let p = self.pending.swap_remove(i);
+                    self.reply(p.seq, outcome)?;
+                }
+            }
+            if from_service {
+                match recv_packet(self.sock.as_fd(), &mut buf) {
+                    Ok(Some(n)) => self.on_request(&buf[..n])?,
+                    Ok(None) => return Ok(()),
+                    Err(nix::Error::EMSGSIZE) => {
+                        tracing::warn!("dropped a request larger than {MAX_PACKET} bytes");
+                    }
+                    Err(e) => return Err(LauncherError::sys("receive from the service")(e)),
+                }
+            }
+        }
+    }
+
+    /// Waits for work: `(request from the service, SIGCHLD, indexes of readable report
+    /// pipes)`; `None` when interrupted.
+    fn wait(&self) -> Result<Option<(bool, bool, Vec<usize>)>, LauncherError> {
+        let mut fds = vec![
+            PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        fds.extend(
+            self.pending
+                .iter()
+                .map(|p| PollFd::new(p.report.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => return Ok(None),
+            Err(e) => return Err(LauncherError::sys("poll")(e)),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        let reports = (0..self.pending.len()).filter(|i| ready[i + 2]).collect();
+        Ok(Some((ready[0], ready[1], reports)))
+    }
+
+    fn on_request(&mut self, bytes: &[u8]) -> Result<(), LauncherError> {
+        let req: Request = match decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                // Answer what can be answered, so that the caller does not wait forever.
+                let seq = serde_json::from_slice::<serde_json::Value>(bytes)
+                    .ok()
+                    .and_then(|v| v.get("seq")?.as_u64());
+                tracing::warn!("bad request: {e}");
+                return match seq {
+                    Some(seq) => self.reply(seq, Outcome::error(&e)),
+                    None => Ok(()),
+                };
+            }
+        };
+        match req.op {
+            Op::Ping => self.reply(req.seq, Outcome::Pong),
+            Op::Create(c) => {
+                let spawned = self
+                    .check(&c)
+                    .and_then(|()| monitor::spawn(&self.root, &c, &self.blocked));
+                match spawned {
+                    Ok((monitor, report)) => {
+                        self.pending.push(Pending {
+                            seq: req.seq,
+                            id: c.id,
+                            monitor,
+                            report,
+                            buf: Vec::new(),
+                        });
+                        Ok(())
+                    }
+                    Err(e) => self.reply(req.seq, Outcome::error(&e)),
+                }
+            }
+        }
+    }
+
+    /// The bundle must be absolute (the launcher's cwd is `/`, not the service's), and
+    /// the data directory strictly inside `--data`, without `.` or `..`.
+    fn check(&self, c: &CreateRequest) -> Result<(), LauncherError> {
+        if !c.bundle.is_absolute() {
+            return Err(LauncherError::bad_request(format!(
+                "bundle {}: not an absolute path",
+                c.bundle.display()
+            )));
+        }
+        let plain = c
+            .data_dir
+            .components()
+            .all(|x| matches!(x, Component::RootDir | Component::Normal(_)));
+        if !plain || !c.data_dir.starts_with(&self.data) || c.data_dir == self.data {
+            return Err(LauncherError::bad_request(format!(
+                "data dir {}: not a plain absolute path inside {}",
+                c.data_dir.display(),
+                self.data.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn reply(&self, seq: u64, outcome: Outcome) -> Result<(), LauncherError> {
+        self.send(&Message::Reply { seq, outcome })
+    }
+
+    fn send(&self, msg: &Message) -> Result<(), LauncherError> {
+        let bytes = encode(msg)?;
+        send_packet(self.sock.as_fd(), &bytes).map_err(LauncherError::sys("send to the service"))
+    }
+
+    /// Reaps every exited monitor. Monitors exit 0 once they wrote `exit.json` (or
+    /// reported a failed create); anything else is worth a line in the log.
+    fn reap(&self) {
+        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return,
+                Ok(WaitStatus::Exited(_, 0)) => {}
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    tracing::warn!("monitor {pid} exited with code {code}");
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    tracing::warn!("monitor {pid} killed by {sig}");
+                }
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => {
+                    tracing::warn!("waitpid: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads what the monitor has written; at EOF returns its outcome.
+fn read_report(p: &mut Pending) -> Option<Outcome> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match nix::unistd::read(&p.report, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) if p.buf.len() + n <= MAX_PACKET => p.buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                return Some(internal(format!(
+                    "the monitor of container {} sent a report larger than {MAX_PACKET} bytes",
+                    p.id
+                )));
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(nix::Error::EAGAIN) => return None,
+            Err(e) => {
+                return Some(internal(format!(
+                    "read the report of the monitor of container {}: {e}",
+                    p.id
+                )));
+            }
+        }
+    }
+    if p.buf.is_empty() {
+        return Some(internal(format!(
+            "the monitor of container {} (pid {}) exited without reporting",
+            p.id, p.monitor
+        )));
+    }
+    Some(decode(&p.buf).unwrap_or_else(|e| Outcome::error(&e)))
+}
+
+fn internal(message: String) -> Outcome {
+    Outcome::Error {
+        kind: ErrorKind::Internal,
+        message,
+    }
+}
+
+/// The launcher forks: it must have no other thread (one could hold a lock that the
+/// child then waits for forever).
+fn ensure_single_threaded() -> Result<(), LauncherError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(LauncherError::io("read /proc/self/status"))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    match threads {
+        Some(1) => Ok(()),
+        other => Err(LauncherError::Setup(format!(
+            "must be single-threaded to fork, but has {other:?} threads"
+        ))),
+    }
+}
+
+/// Fd 3, checked to be a `SOCK_SEQPACKET` socket, made close-on-exec.
+fn take_service_socket() -> Result<OwnedFd, LauncherError> {
+    let not_started = |why: String| {
+        LauncherError::Setup(format!(
+            "fd {SERVICE_FD}: {why} (corral launcher is started by corral serve)"
+        ))
+    };
+    // SAFETY: F_GETFD on a plain fd number only reads its flags.
+    if unsafe { libc::fcntl(SERVICE_FD, libc::F_GETFD) } < 0 {
+        return Err(not_started("not open".into()));
+    }
+    // SAFETY: fd 3 is open (checked above) and was handed to this process by the service
+    // to own; nothing else in this process opened it or will close it.
+    let fd = unsafe { OwnedFd::from_raw_fd(SERVICE_FD) };
+    match nix::sys::socket::getsockopt(&fd, sockopt::SockType) {
+        Ok(nix::sys::socket::SockType::SeqPacket) => {}
+        Ok(other) => return Err(not_started(format!("a {other:?} socket, not SeqPacket"))),
+        Err(e) => return Err(not_started(format!("not a socket ({e})"))),
+    }
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(LauncherError::sys("set fd 3 close-on-exec"))?;
+    Ok(fd)
+}
