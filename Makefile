@@ -37,9 +37,10 @@ bench: check-root deps rootfs build
 	CORRAL_BIN="$(CORRAL_BIN)" RUNC_BIN="$$(command -v runc)" \
 		CORRAL_BENCH_ROOTFS="$(ROOTFS)" $(CARGO) bench --bench runtime
 
-run:
-	@echo "make run: the corral HTTP service does not exist yet" >&2
-	@exit 1
+# The HTTP service on 127.0.0.1:8080 with the default busybox image (built from its
+# recipe on first start) and a token file created in the data dir (its token printed).
+run: check-root deps build
+	$(CORRAL_BIN) serve
 
 clean:
 	$(CARGO) clean

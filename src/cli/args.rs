@@ -13,14 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Root directory for container state.
-    #[arg(
-        long,
-        global = true,
-        default_value = "/run/corral",
-        env = "CORRAL_ROOT"
-    )]
-    pub root: PathBuf,
+    /// Root directory for container state [default: /run/corral].
+    #[arg(long, global = true, env = "CORRAL_ROOT")]
+    pub root: Option<PathBuf>,
     /// Also write log and error messages to this file.
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -135,4 +130,8 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Run the HTTP service.
+    Serve(super::serve::ServeArgs),
+    /// Print the OpenAPI document of the HTTP API (YAML).
+    Openapi,
 }

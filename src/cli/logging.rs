@@ -31,7 +31,7 @@ impl Guard {
     }
 }
 
-pub fn init(cli: &Cli) -> Guard {
+pub fn init(cli: &Cli, install: bool) -> Guard {
     let level = if cli.debug { "debug" } else { "warn" };
     let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let file = cli
@@ -39,6 +39,12 @@ pub fn init(cli: &Cli) -> Guard {
         .as_ref()
         .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
     let Some(file) = file else {
+        if !install {
+            return Guard {
+                file: None,
+                format: cli.log_format,
+            };
+        }
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)

@@ -2,9 +2,8 @@
 //! with exit code 1; `run` exits with the container's code.
 
 mod args;
-mod features;
 mod logging;
-mod signal;
+mod serve;
 mod spec;
 
 use std::io::Write;
@@ -22,7 +21,8 @@ use crate::runtime::{ops, run};
 /// Entry point of the binary: parses arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let guard = logging::init(&cli);
+    // `serve` sets up its own logging (its format and level come from its config).
+    let guard = logging::init(&cli, !matches!(cli.command, Command::Serve(_)));
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -47,7 +47,8 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
 }
 
 fn dispatch(cli: &Cli) -> Result<i32> {
-    let store = Store::new(&cli.root);
+    let root = cli.root.clone().unwrap_or_else(|| "/run/corral".into());
+    let store = Store::new(&root);
     match &cli.command {
         Command::Create(a) => {
             create(&store, &create_options(cli, a))?;
@@ -58,7 +59,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&view)?);
         }
         Command::Kill { id, signal, all } => {
-            let sig = signal::parse(signal).map_err(anyhow::Error::msg)?;
+            let sig = crate::runtime::signal::parse(signal).map_err(anyhow::Error::msg)?;
             ops::kill(&store, id, sig, *all)?;
         }
         Command::Delete { id, force } => ops::delete(&store, id, *force)?,
@@ -67,10 +68,15 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::List { format, quiet } => list(&store, *format, *quiet)?,
         Command::Spec { bundle, rootless } => spec::write(bundle, *rootless)?,
+        Command::Serve(args) => serve::run(args, cli.root.clone())?,
+        Command::Openapi => print!("{}", crate::api::openapi::yaml()),
         Command::Features => {
-            println!("{}", serde_json::to_string_pretty(&features::document())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::runtime::features::document())?
+            );
         }
-        Command::Launcher { data } => crate::service::launcher::server::run(&cli.root, data)?,
+        Command::Launcher { data } => crate::service::launcher::server::run(&root, data)?,
     }
     Ok(0)
 }

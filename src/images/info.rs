@@ -20,7 +20,7 @@ pub const SOURCE_OCI_LAYOUT: &str = "oci-layout";
 pub const SOURCE_RECIPE_PREFIX: &str = "recipe:";
 
 /// One image of the store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ImageInfo {
     /// The image's name in the store.
     pub name: String,

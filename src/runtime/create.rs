@@ -217,6 +217,7 @@ fn launch(
                 preserve_fds: opts.preserve_fds,
                 no_pivot: opts.no_pivot,
                 cgroup_dirs,
+                config_error: std::cell::Cell::new(false),
                 runtime_hooks: !prestart.is_empty() || !create_runtime.is_empty(),
                 create_container_hooks: ctx_hooks.0,
                 start_container_hooks: ctx_hooks.1,
@@ -266,6 +267,12 @@ fn launch(
             Some(Message::Ready) => break,
             Some(Message::Error(reason)) => {
                 return Err(Error::Init {
+                    id: opts.id.clone(),
+                    reason,
+                });
+            }
+            Some(Message::ConfigError(reason)) => {
+                return Err(Error::InitConfig {
                     id: opts.id.clone(),
                     reason,
                 });

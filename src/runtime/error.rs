@@ -24,6 +24,10 @@ pub enum Error {
     /// The container's init reported a setup failure (the text says what and why).
     #[error("container {id}: init: {reason}")]
     Init { id: String, reason: String },
+    /// The init could not set up the container as configured: its program or cwd does
+    /// not exist in its rootfs.
+    #[error("container {id}: init: {reason}")]
+    InitConfig { id: String, reason: String },
     /// An operation that the container's status does not allow.
     #[error("{message}")]
     Status { message: String },

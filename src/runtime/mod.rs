@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod error;
+pub mod features;
 pub mod hooks;
 pub mod id;
 mod init;
@@ -10,6 +11,7 @@ pub mod linux;
 pub mod ops;
 pub mod plan;
 pub mod run;
+pub mod signal;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -37,6 +37,9 @@ pub struct InitContext<'a> {
     pub console_socket: Option<OwnedFd>,
     pub preserve_fds: i32,
     pub no_pivot: bool,
+    /// Set when setup fails on the container's own configuration (see
+    /// `Message::ConfigError`).
+    pub config_error: std::cell::Cell<bool>,
     /// `(hierarchy name, host directory of the container's cgroup)` for `cgroup` mounts.
     pub cgroup_dirs: Vec<(String, PathBuf)>,
     /// The parent runs prestart/createRuntime hooks when told to.
@@ -50,7 +53,12 @@ pub fn run(mut ctx: InitContext<'_>) -> ! {
     match setup(&mut ctx) {
         Ok(ready) => launch(&ctx, &ready),
         Err(e) => {
-            let _ = ctx.sync.send(&Message::Error(e.to_string()));
+            let msg = if ctx.config_error.get() {
+                Message::ConfigError(e.to_string())
+            } else {
+                Message::Error(e.to_string())
+            };
+            let _ = ctx.sync.send(&msg);
             exit_now(1)
         }
     }
@@ -97,6 +105,9 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     {
         fail(&format!("install seccomp filter: {e}"), 1);
     }
+    // The runtime's dispositions must not reach the program: Rust ignores SIGPIPE, and
+    // ignored signals survive execve. Handled signals reset themselves at exec.
+    reset_signals();
     let e = exec::execve(&ready.program, &plan.process.args, &plan.process.env);
     let code = if e == nix::Error::ENOENT { 127 } else { 126 };
     fail(
@@ -251,16 +262,31 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     }
     // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
     // the final user so that permissions apply.
-    nix::unistd::chdir(&p.cwd).ctx(|| format!("chdir to cwd {}", p.cwd.display()))?;
+    nix::unistd::chdir(&p.cwd)
+        .ctx(|| format!("chdir to cwd {}", p.cwd.display()))
+        .inspect_err(|_| ctx.config_error.set(true))?;
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
     }
-    let program = exec::lookup(&p.args[0], &p.env)?;
+    let program = exec::lookup(&p.args[0], &p.env).inspect_err(|_| ctx.config_error.set(true))?;
     // Every fd the container is not meant to have becomes close-on-exec.
     close_range_cloexec(keep_below)?;
     nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
     ctx.sync.send(&Message::Ready)?;
     Ok(Ready { program, state })
+}
+
+/// Every signal back to its default disposition, and none blocked.
+fn reset_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Writes `msg` to `exec.error` in the state directory (by fd: the init is past

@@ -26,6 +26,9 @@ pub enum Message {
     Ready,
     /// either way: setup failed; the text says what and why.
     Error(String),
+    /// child -> parent: setup failed on the container's own configuration (its program
+    /// or cwd does not exist in its rootfs): the request's fault, not the host's.
+    ConfigError(String),
 }
 
 const MAX_MESSAGE: usize = 64 * 1024;

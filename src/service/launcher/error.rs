@@ -104,7 +104,9 @@ pub fn kind_of(e: &RuntimeError) -> ErrorKind {
         RuntimeError::InvalidId(_) => ErrorKind::InvalidId,
         RuntimeError::State(StateError::Exists(_)) => ErrorKind::AlreadyExists,
         RuntimeError::State(StateError::NotExist(_)) => ErrorKind::NotFound,
-        RuntimeError::Spec(_) | RuntimeError::Usage(_) => ErrorKind::BadRequest,
+        RuntimeError::Spec(_) | RuntimeError::Usage(_) | RuntimeError::InitConfig { .. } => {
+            ErrorKind::BadRequest
+        }
         RuntimeError::Cgroup(
             CgroupError::InvalidPath { .. }
             | CgroupError::SystemdUnavailable { .. }

@@ -1,4 +1,4 @@
-//! `corral features`: the OCI features document (features.md), listing exactly what this
+//! The OCI features document (`corral features`, `GET /v1/info`) (features.md), listing exactly what this
 //! runtime implements; what it refuses is left out.
 
 use serde_json::{Value, json};

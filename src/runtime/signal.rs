@@ -1,4 +1,4 @@
-//! Signal names and numbers as `kill` takes them: `9`, `KILL`, `SIGKILL`, `sigkill`.
+//! Signal names and numbers as `kill` takes them (CLI and API): `9`, `KILL`, `SIGKILL`, `sigkill`.
 
 use nix::sys::signal::Signal;
 

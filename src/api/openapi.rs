@@ -1,0 +1,70 @@
+//! The OpenAPI document, generated from the handlers' annotations (utoipa). The checked
+//! in `openapi/openapi.yaml` must equal [`yaml`]; a test fails when it is stale
+//! (`corral openapi > openapi/openapi.yaml` regenerates it).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::error::{FieldError, Kind, Problem};
+use super::{containers, images, system};
+use crate::images::ImageInfo;
+use crate::service::config::Limits;
+use crate::service::containers::{
+    ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "corral", description = "Sandbox execution service: OCI containers over HTTP. Errors are RFC 9457 problem documents (application/problem+json) whose `type` is `urn:corral:problem:<kind>`."),
+    paths(
+        containers::create, containers::list, containers::get, containers::start,
+        containers::kill, containers::delete, containers::wait, containers::logs,
+        containers::stats, images::list, images::get, images::import, images::delete,
+        system::info, system::healthz
+    ),
+    components(schemas(
+        ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
+        containers::KillRequest, ImageInfo, Limits, system::Info, system::Health,
+        Problem, FieldError, Kind
+    )),
+    modifiers(&Bearer),
+    tags(
+        (name = "containers", description = "The OCI lifecycle: create, start, state, kill, delete; wait, logs, stats"),
+        (name = "images", description = "Named root filesystems"),
+        (name = "system", description = "Service information and health")
+    )
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as YAML.
+pub fn yaml() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.to_yaml()
+        .unwrap_or_else(|e| format!("# cannot render the OpenAPI document: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_openapi_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.yaml");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == super::yaml(),
+            "openapi/openapi.yaml is stale: regenerate it with `cargo run -- openapi > openapi/openapi.yaml`"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! `/v1/info` and `/healthz`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use crate::service::config::Limits;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Info {
+    pub version: String,
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// `v1`, `hybrid` or `v2`.
+    pub cgroup_mode: String,
+    /// The OCI features document of the runtime.
+    #[schema(value_type = Object)]
+    pub features: serde_json::Value,
+    pub limits: Limits,
+}
+
+/// Version, cgroup mode, runtime features and limits.
+#[utoipa::path(get, path = "/v1/info", tag = "system",
+    responses((status = 200, body = Info)), security(("bearer" = [])))]
+pub async fn info(State(state): State<AppState>) -> ApiResult<Json<Info>> {
+    use crate::runtime::linux::cgroups::{CgroupMode, detect_mode};
+    let mode = match detect_mode() {
+        CgroupMode::V1 => "v1",
+        CgroupMode::Hybrid => "hybrid",
+        CgroupMode::V2 => "v2",
+    };
+    Ok(Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        oci_version: crate::runtime::OCI_VERSION.into(),
+        cgroup_mode: mode.into(),
+        features: crate::runtime::features::document(),
+        limits: state.cfg.limits.clone(),
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Liveness: no authentication.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}

@@ -1,0 +1,162 @@
+//! `corral serve`: the HTTP service. Configuration is read and checked, the default
+//! image built and the token file prepared while the process is still single-threaded;
+//! then the tokio runtime starts, the launcher is spawned, and the API serves until
+//! SIGINT or SIGTERM (graceful shutdown: running requests finish, containers keep
+//! running).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::api::auth::{Role, TokenStore};
+use crate::api::{AppState, router};
+use crate::images::ImageStore;
+use crate::service::config::{Config, LogFormat};
+use crate::service::containers::Containers;
+use crate::service::images::Images;
+use crate::service::launcher::Launcher;
+
+/// The flags of `serve`; each overrides the config file and the environment.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory: images, container bundles and logs (default /var/lib/corral).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Bearer token file (`<user|admin> <token> [name]` per line). Default:
+    /// <data>/tokens, created with one admin token when listening on loopback.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+}
+
+pub fn run(args: &ServeArgs, root: Option<PathBuf>) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(r) = root {
+        cfg.root = r;
+    }
+    if let Some(d) = &args.data {
+        cfg.data = d.clone();
+    }
+    if let Some(t) = &args.tokens {
+        cfg.tokens = Some(t.clone());
+    }
+    cfg.validate()?;
+    init_logging(cfg.log_format);
+    std::fs::create_dir_all(&cfg.data).with_context(|| format!("create {}", cfg.data.display()))?;
+    let tokens = load_tokens(&mut cfg)?;
+    let store = Arc::new(ImageStore::open(&cfg.data.join("images"))?);
+    let images = Arc::new(Images::new(store.clone()));
+    images
+        .bootstrap(&cfg.data)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Arc::new(cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    rt.block_on(serve(cfg, tokens, store, images))
+}
+
+async fn serve(
+    cfg: Arc<Config>,
+    tokens: TokenStore,
+    store: Arc<ImageStore>,
+    images: Arc<Images>,
+) -> Result<()> {
+    let exe = crate::runtime::linux::process::current_exe()?;
+    let launcher = Launcher::spawn(&exe, &cfg.root, &cfg.data).await?;
+    let containers = Arc::new(
+        Containers::new(cfg.clone(), launcher, store).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let state = AppState {
+        cfg: cfg.clone(),
+        containers,
+        images,
+        tokens: Arc::new(tokens),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "corral serving");
+    eprintln!("corral: listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve HTTP")?;
+    tracing::info!("corral stopped; containers keep running");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+/// The token store. Without a configured file, `<data>/tokens` is used, and created with
+/// one admin token (printed once) when it does not exist: `make run` relies on this.
+fn load_tokens(cfg: &mut Config) -> Result<TokenStore> {
+    if let Some(p) = &cfg.tokens {
+        let store = TokenStore::load(p)?;
+        if store.is_empty() {
+            bail!("token file {} holds no token", p.display());
+        }
+        return Ok(store);
+    }
+    let path = cfg.data.join("tokens");
+    if !path.exists() {
+        let token = TokenStore::generate_token()?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        writeln!(f, "# corral bearer tokens: <user|admin> <token> [name]")?;
+        writeln!(f, "{} {token} admin", Role::Admin.as_str())?;
+        eprintln!(
+            "corral: created {} with an admin token; use it as:",
+            path.display()
+        );
+        eprintln!("  export TOKEN={token}");
+        eprintln!(
+            "  curl -H \"Authorization: Bearer $TOKEN\" http://{}/v1/info",
+            cfg.listen
+        );
+    }
+    cfg.tokens = Some(path.clone());
+    Ok(TokenStore::load(&path)?)
+}

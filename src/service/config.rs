@@ -1,0 +1,233 @@
+//! The service's configuration: defaults, then a TOML file, then `CORRAL_*` environment
+//! variables, then command-line flags (each overriding the one before).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Limits that protect the service from its clients.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body (bundle and image uploads included), in bytes.
+    pub max_body_bytes: u64,
+    /// Largest uncompressed upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Most entries in an uploaded tar.
+    pub max_upload_entries: u64,
+    /// Requests handled at once; more wait in line, up to `request_timeout_secs`.
+    pub max_concurrent_requests: usize,
+    /// Containers that may exist at once.
+    pub max_containers: usize,
+    /// Whole-request time limit (wait and log follow have their own).
+    pub request_timeout_secs: u64,
+    /// Default and maximum memory limit of a container, in bytes.
+    pub default_memory_bytes: i64,
+    pub max_memory_bytes: i64,
+    /// Default and maximum pids limit of a container.
+    pub default_pids: i64,
+    pub max_pids: i64,
+    /// Default and maximum CPU limit, in CPUs (quota / period).
+    pub default_cpus: f64,
+    pub max_cpus: f64,
+    /// Size of a container's writable layer over its image, in bytes.
+    pub writable_layer_bytes: u64,
+    /// Cap on each of a container's log files, in bytes.
+    pub max_log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 512 << 20,
+            max_upload_bytes: 2 << 30,
+            max_upload_entries: 200_000,
+            max_concurrent_requests: 64,
+            max_containers: 256,
+            request_timeout_secs: 60,
+            default_memory_bytes: 256 << 20,
+            max_memory_bytes: 4 << 30,
+            default_pids: 256,
+            max_pids: 4096,
+            default_cpus: 1.0,
+            max_cpus: 2.0,
+            writable_layer_bytes: 256 << 20,
+            max_log_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Runtime state (as `--root` of the CLI).
+    pub root: PathBuf,
+    /// Images, container data, logs.
+    pub data: PathBuf,
+    /// The bearer token file (`<role> <token> [name]` per line). Without one the
+    /// service only starts on a loopback address, and then without authentication.
+    pub tokens: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            root: PathBuf::from("/run/corral"),
+            data: PathBuf::from("/var/lib/corral"),
+            tokens: None,
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (TOML) over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })
+    }
+
+    /// Applies `CORRAL_LISTEN`, `CORRAL_ROOT`, `CORRAL_DATA`, `CORRAL_TOKENS`,
+    /// `CORRAL_LOG_FORMAT` from `env`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("CORRAL_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: "CORRAL_LISTEN".into(),
+                reason: format!("{v:?}: {e}"),
+            })?;
+        }
+        if let Some(v) = env("CORRAL_ROOT") {
+            self.root = v.into();
+        }
+        if let Some(v) = env("CORRAL_DATA") {
+            self.data = v.into();
+        }
+        if let Some(v) = env("CORRAL_TOKENS") {
+            self.tokens = Some(v.into());
+        }
+        if let Some(v) = env("CORRAL_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CORRAL_LOG_FORMAT".into(),
+                        reason: format!("{v:?}: expected text or json"),
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Refuses configurations that would be unsafe or cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tokens.is_none() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without bearer tokens: give a token file (--tokens or CORRAL_TOKENS)",
+                self.listen
+            )));
+        }
+        let l = &self.limits;
+        if l.default_memory_bytes > l.max_memory_bytes
+            || l.default_pids > l.max_pids
+            || l.default_cpus > l.max_cpus
+        {
+            return Err(ConfigError::Invalid(
+                "limits: a default is above its maximum".into(),
+            ));
+        }
+        if !self.root.is_absolute() || !self.data.is_absolute() {
+            return Err(ConfigError::Invalid(
+                "root and data must be absolute paths".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_pids = 10\ndefault_pids = 5\n",
+        )
+        .unwrap();
+        let mut c = Config::from_file(&p).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.max_pids, 10);
+        assert_eq!(c.limits.max_containers, Limits::default().max_containers);
+        c.apply_env(|k| (k == "CORRAL_DATA").then(|| "/tmp/d".to_string()))
+            .unwrap();
+        assert_eq!(c.data, PathBuf::from("/tmp/d"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "lisen = 1\n").unwrap();
+        assert!(
+            Config::from_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("lisen")
+        );
+        let mut c = Config::default();
+        assert!(
+            c.apply_env(|k| (k == "CORRAL_LISTEN").then(|| "nope".into()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn public_address_without_tokens_is_refused() {
+        let c = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("without bearer tokens")
+        );
+    }
+}

@@ -1,0 +1,601 @@
+//! Container use cases of the HTTP service: create (from an image or an uploaded
+//! bundle), inspect, start, kill, wait, logs, stats and delete.
+//!
+//! Nothing about a container is kept in memory: the runtime state (`--root`), the
+//! container's directory under `<data>/containers/<id>` (its record, bundle, logs and
+//! exit status, written by its monitor) are read at each request, so a restart of the
+//! service finds every container as it is.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Config;
+use super::launcher::{CreateRequest, ErrorKind, Launcher, LauncherError, read_exit};
+use super::{ServiceError, policy, sandbox};
+use crate::bundle::extract::{self, Limits as TarLimits};
+use crate::images::{ContainerRootfs, ImageStore};
+use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
+use crate::runtime::state::now_rfc3339;
+
+/// What the service records about a container, next to its bundle and logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub created: String,
+    /// The image it was made from; none for an uploaded bundle.
+    pub image: Option<String>,
+    /// The role of the token that created it.
+    pub owner: String,
+}
+
+pub const RECORD_FILE: &str = "container.json";
+
+/// The request to create a container from an image.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFromImage {
+    /// The container id; generated when missing.
+    pub id: Option<String>,
+    pub image: String,
+    #[serde(default)]
+    pub process: ProcessRequest,
+    /// Must be false: containers of the service have no terminal (logs instead).
+    #[serde(default)]
+    pub terminal: bool,
+    #[serde(default)]
+    pub resources: ResourcesRequest,
+    /// Only `none` (a private network namespace with loopback) is supported.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRequest {
+    /// The program and its arguments (default `["sh"]`).
+    pub args: Option<Vec<String>>,
+    /// `KEY=VALUE` entries added to a default `PATH`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub user: Option<UserRequest>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesRequest {
+    /// Memory limit in bytes (swap is off).
+    pub memory_bytes: Option<i64>,
+    /// CPU limit in CPUs (for example 0.5).
+    pub cpus: Option<f64>,
+    /// Most processes and threads.
+    pub pids: Option<i64>,
+}
+
+/// A container as the API shows it: the OCI state plus what the service knows.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ContainerView {
+    pub id: String,
+    /// `created`, `running` or `stopped`.
+    pub status: String,
+    pub pid: Option<i32>,
+    pub bundle: String,
+    pub created: String,
+    pub image: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub finished_at: Option<String>,
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+}
+
+/// The service's container use cases.
+pub struct Containers {
+    cfg: Arc<Config>,
+    launcher: Launcher,
+    images: Arc<ImageStore>,
+    dir: PathBuf,
+}
+
+impl Containers {
+    pub fn new(
+        cfg: Arc<Config>,
+        launcher: Launcher,
+        images: Arc<ImageStore>,
+    ) -> Result<Self, ServiceError> {
+        let dir = cfg.data.join("containers");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ServiceError::io(format!("create {}", dir.display()), e))?;
+        Ok(Containers {
+            cfg,
+            launcher,
+            images,
+            dir,
+        })
+    }
+
+    pub fn launcher(&self) -> &Launcher {
+        &self.launcher
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The ids of every container the service has.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(RECORD_FILE).exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether a container uses the image (for image deletion).
+    pub fn image_in_use(&self, name: &str) -> bool {
+        self.ids().iter().any(|id| {
+            read_record(&self.container_dir(id)).is_some_and(|r| r.image.as_deref() == Some(name))
+        })
+    }
+
+    /// Claims a new container directory, failing if the id is taken or invalid.
+    fn claim(&self, id: Option<String>) -> Result<(String, PathBuf), ServiceError> {
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        crate::runtime::id::validate(&id)
+            .map_err(|e| ServiceError::new(ErrorKind::InvalidId, e.to_string()))?;
+        if id.len() > 128 {
+            return Err(ServiceError::new(
+                ErrorKind::InvalidId,
+                "invalid container id: longer than 128 bytes".to_string(),
+            ));
+        }
+        if self.ids().len() >= self.cfg.limits.max_containers {
+            return Err(ServiceError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the service holds its maximum of {} containers",
+                    self.cfg.limits.max_containers
+                ),
+            ));
+        }
+        let dir = self.container_dir(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ServiceError::new(
+                ErrorKind::AlreadyExists,
+                format!("container with id {id} already exists"),
+            )),
+            Err(e) => Err(ServiceError::io(format!("create {}", dir.display()), e)),
+        }
+    }
+
+    /// Creates a container from a named image, with the sandbox defaults.
+    pub async fn create_from_image(
+        &self,
+        req: CreateFromImage,
+        owner: &str,
+    ) -> Result<ContainerView, ServiceError> {
+        if req.terminal {
+            return Err(ServiceError::bad(
+                "terminal: not supported by the service (read the logs instead)",
+            ));
+        }
+        if let Some(n) = req.network.as_deref().filter(|n| *n != "none") {
+            return Err(ServiceError::bad(format!(
+                "network: {n:?} is not supported (only \"none\")"
+            )));
+        }
+        let limits = &self.cfg.limits;
+        let memory = clamp(
+            "resources.memory_bytes",
+            req.resources.memory_bytes,
+            limits.default_memory_bytes,
+            4 << 20,
+            limits.max_memory_bytes,
+        )?;
+        let pids = clamp(
+            "resources.pids",
+            req.resources.pids,
+            limits.default_pids,
+            1,
+            limits.max_pids,
+        )?;
+        let cpus = req.resources.cpus.unwrap_or(limits.default_cpus);
+        if !(0.01..=limits.max_cpus).contains(&cpus) {
+            return Err(ServiceError::bad(format!(
+                "resources.cpus: {cpus} is outside 0.01..={}",
+                limits.max_cpus
+            )));
+        }
+        let image_rootfs = self
+            .images
+            .rootfs(&req.image)
+            .map_err(|e| ServiceError::new(ErrorKind::BadRequest, e.to_string()))?;
+        let (id, dir) = self.claim(req.id.clone())?;
+        let mut undo = UndoDir {
+            dir: dir.clone(),
+            rootfs: false,
+        };
+        let layer = self.cfg.limits.writable_layer_bytes;
+        let mount_dir = dir.clone();
+        let rootfs = tokio::task::spawn_blocking(move || {
+            ContainerRootfs::mount(&image_rootfs, &mount_dir, layer)
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("mount rootfs: {e}")))?
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+        undo.rootfs = true;
+        let args = req
+            .process
+            .args
+            .clone()
+            .unwrap_or_else(|| vec!["sh".into()]);
+        if args.is_empty() {
+            return Err(ServiceError::bad("process.args: must name a program"));
+        }
+        let mut env =
+            vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+        for (i, e) in req.process.env.iter().enumerate() {
+            if !e.contains('=') || e.contains('\0') {
+                return Err(ServiceError::bad(format!(
+                    "process.env[{i}]: expected KEY=VALUE"
+                )));
+            }
+            env.push(e.clone());
+        }
+        let cwd = req.process.cwd.clone().unwrap_or_else(|| "/".into());
+        let user = req.process.user.unwrap_or_default();
+        let caps = sandbox::default_caps();
+        let spec = sandbox::spec(
+            &sandbox::SandboxRequest {
+                id: &id,
+                args: &args,
+                env: &env,
+                cwd: &cwd,
+                uid: user.uid,
+                gid: user.gid,
+                memory_bytes: memory,
+                pids,
+                cpus,
+                capabilities: &caps,
+            },
+            rootfs.path(),
+        )
+        .map_err(ServiceError::internal)?;
+        let bundle = dir.join("bundle");
+        write_bundle(&bundle, &spec)?;
+        self.launch(&id, &dir, &bundle, Some(req.image.clone()), owner)
+            .await?;
+        undo.disarm();
+        self.view(&id).await
+    }
+
+    /// Creates a container from an uploaded bundle (a tar of `config.json` + `rootfs/`),
+    /// after the policy checks of its `config.json`.
+    pub async fn create_from_bundle(
+        &self,
+        id: Option<String>,
+        body: impl std::io::Read + Send + 'static,
+        strictness: policy::Strictness,
+        owner: &str,
+    ) -> Result<ContainerView, ServiceError> {
+        let (id, dir) = self.claim(id)?;
+        let mut undo = UndoDir {
+            dir: dir.clone(),
+            rootfs: false,
+        };
+        let bundle = dir.join("bundle");
+        std::fs::create_dir(&bundle)
+            .map_err(|e| ServiceError::io(format!("create {}", bundle.display()), e))?;
+        let limits = TarLimits {
+            max_total_bytes: self.cfg.limits.max_upload_bytes,
+            max_entries: self.cfg.limits.max_upload_entries,
+            ..TarLimits::default()
+        };
+        let dest = bundle.clone();
+        tokio::task::spawn_blocking(move || extract::extract(body, &dest, &limits))
+            .await
+            .map_err(|e| ServiceError::internal(format!("extract upload: {e}")))?
+            .map_err(|e| ServiceError::bad(format!("bundle upload: {e}")))?;
+        let config = bundle.join("config.json");
+        let text = std::fs::read(&config).map_err(|_| {
+            ServiceError::bad("bundle upload: no config.json at the top of the archive")
+        })?;
+        let mut spec = crate::runtime::spec::parse(&text).map_err(|(field, reason)| {
+            ServiceError::bad(format!(
+                "config.json: {}: {reason}",
+                if field.is_empty() {
+                    "(document)"
+                } else {
+                    &field
+                }
+            ))
+        })?;
+        if let Err(violations) = policy::check(&spec, &bundle, strictness) {
+            return Err(ServiceError::policy(violations));
+        }
+        // The service chooses where the container's cgroup lives.
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(None);
+        }
+        write_bundle(&bundle, &spec)?;
+        self.launch(&id, &dir, &bundle, None, owner).await?;
+        undo.disarm();
+        self.view(&id).await
+    }
+
+    async fn launch(
+        &self,
+        id: &str,
+        dir: &Path,
+        bundle: &Path,
+        image: Option<String>,
+        owner: &str,
+    ) -> Result<(), ServiceError> {
+        let req = CreateRequest {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            data_dir: dir.to_path_buf(),
+            systemd_cgroup: false,
+            log_limit: self.cfg.limits.max_log_bytes,
+        };
+        self.launcher
+            .create(req)
+            .await
+            .map_err(ServiceError::from)?;
+        let record = Record {
+            id: id.to_string(),
+            created: now_rfc3339(),
+            image,
+            owner: owner.to_string(),
+        };
+        let data = serde_json::to_vec_pretty(&record)
+            .map_err(|e| ServiceError::internal(e.to_string()))?;
+        super::launcher::write_atomic(dir, RECORD_FILE, &data)
+            .map_err(|e| ServiceError::io(format!("write {}", dir.join(RECORD_FILE).display()), e))
+    }
+
+    /// The container's view, or NotFound.
+    pub async fn view(&self, id: &str) -> Result<ContainerView, ServiceError> {
+        crate::runtime::id::validate(id)
+            .map_err(|e| ServiceError::new(ErrorKind::InvalidId, e.to_string()))?;
+        let dir = self.container_dir(id);
+        let record = read_record(&dir).ok_or_else(|| ServiceError::not_found(id))?;
+        let exit = read_exit(&dir);
+        let state = match self.launcher.state(id).await {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let (status, pid, bundle) = match &state {
+            Some(s) => (s.oci.status.clone(), s.oci.pid, s.oci.bundle.clone()),
+            None => (
+                "stopped".to_string(),
+                None,
+                dir.join("bundle").to_string_lossy().into_owned(),
+            ),
+        };
+        // The monitor writes exit.json after the init is gone: until then a container
+        // whose init just died still reads "running" from its record, never "stopped"
+        // without an exit status.
+        let status = if status == "stopped" && exit.is_none() && state.is_some() {
+            "running".to_string()
+        } else {
+            status
+        };
+        Ok(ContainerView {
+            id: id.to_string(),
+            status,
+            pid,
+            bundle,
+            created: record.created,
+            image: record.image,
+            exit_code: exit.as_ref().and_then(|e| e.exit_code),
+            signal: exit.as_ref().and_then(|e| e.signal),
+            oom_killed: exit.as_ref().is_some_and(|e| e.oom_killed),
+            finished_at: exit.map(|e| e.finished_at),
+            oci_version: crate::runtime::OCI_VERSION.into(),
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<ContainerView>, ServiceError> {
+        let mut out = Vec::new();
+        for id in self.ids() {
+            match self.view(&id).await {
+                Ok(v) => out.push(v),
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<ContainerView, ServiceError> {
+        self.view(id).await?;
+        self.launcher.start(id).await?;
+        self.view(id).await
+    }
+
+    pub async fn kill(
+        &self,
+        id: &str,
+        signal: nix::sys::signal::Signal,
+        all: bool,
+    ) -> Result<(), ServiceError> {
+        self.view(id).await?;
+        Ok(self.launcher.kill(id, signal, all).await?)
+    }
+
+    /// Deletes the container: the runtime's part (refused while running unless `force`),
+    /// then its rootfs mounts and its directory.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), ServiceError> {
+        let view = self.view(id).await?;
+        if view.status == "running" && !force {
+            return Err(ServiceError::new(
+                ErrorKind::Conflict,
+                format!("container {id} is running: stop it or delete with force=true"),
+            ));
+        }
+        match self.launcher.delete(id, force).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Let the monitor record the exit before the directory goes (bounded).
+        let dir = self.container_dir(id);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while read_exit(&dir).is_none() && Instant::now() < deadline && view.status != "created" {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        remove_container_dir(dir).await
+    }
+
+    /// Waits until the container has stopped (its exit recorded), at most `timeout`.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerView, ServiceError> {
+        let deadline = Instant::now() + timeout;
+        let dir = self.container_dir(id);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let view = self.view(id).await?;
+            if view.finished_at.is_some() || (view.status == "stopped" && read_exit(&dir).is_some())
+            {
+                return Ok(view);
+            }
+            if view.status == "stopped" && read_exit(&dir).is_none() && view.pid.is_none() {
+                // Stopped without a monitor record (its monitor died): nothing to wait for.
+                return Ok(view);
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::new(
+                    ErrorKind::Conflict,
+                    format!("container {id} still running after {}s", timeout.as_secs()),
+                )
+                .timeout());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    pub fn dir_of(&self, id: &str) -> Result<PathBuf, ServiceError> {
+        crate::runtime::id::validate(id)
+            .map_err(|e| ServiceError::new(ErrorKind::InvalidId, e.to_string()))?;
+        let dir = self.container_dir(id);
+        if read_record(&dir).is_none() {
+            return Err(ServiceError::not_found(id));
+        }
+        Ok(dir)
+    }
+
+    /// The container's cgroup usage.
+    pub async fn stats(&self, id: &str) -> Result<serde_json::Value, ServiceError> {
+        self.view(id).await?;
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ServiceError> {
+            let path = CgroupPath::parse(None, &id, false)
+                .map_err(|e| ServiceError::internal(e.to_string()))?;
+            let cg = Cgroup::open(&path).map_err(|e| ServiceError::internal(e.to_string()))?;
+            let stats = cg
+                .stats()
+                .map_err(|e| ServiceError::internal(e.to_string()))?;
+            serde_json::to_value(&stats).map_err(|e| ServiceError::internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("stats: {e}")))?
+    }
+}
+
+fn clamp(
+    field: &str,
+    v: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ServiceError> {
+    let v = v.unwrap_or(default);
+    if v < min || v > max {
+        return Err(ServiceError::bad(format!(
+            "{field}: {v} is outside {min}..={max}"
+        )));
+    }
+    Ok(v)
+}
+
+fn read_record(dir: &Path) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(dir.join(RECORD_FILE)).ok()?).ok()
+}
+
+fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), ServiceError> {
+    std::fs::create_dir_all(bundle)
+        .map_err(|e| ServiceError::io(format!("create {}", bundle.display()), e))?;
+    let data =
+        serde_json::to_vec_pretty(spec).map_err(|e| ServiceError::internal(e.to_string()))?;
+    super::launcher::write_atomic(bundle, "config.json", &data)
+        .map_err(|e| ServiceError::io(format!("write {}/config.json", bundle.display()), e))
+}
+
+/// Unmounts the container's rootfs (if it has one) and removes its directory.
+async fn remove_container_dir(dir: PathBuf) -> Result<(), ServiceError> {
+    tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
+        ContainerRootfs::unmount(&dir).map_err(|e| ServiceError::internal(e.to_string()))?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ServiceError::io(format!("remove {}", dir.display()), e)),
+        }
+    })
+    .await
+    .map_err(|e| ServiceError::internal(format!("remove container directory: {e}")))?
+}
+
+/// Removes a half-created container's directory (and its rootfs mounts) unless disarmed.
+struct UndoDir {
+    dir: PathBuf,
+    rootfs: bool,
+}
+
+impl UndoDir {
+    fn disarm(&mut self) {
+        self.dir = PathBuf::new();
+    }
+}
+
+impl Drop for UndoDir {
+    fn drop(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        if self.rootfs
+            && let Err(e) = ContainerRootfs::unmount(&self.dir)
+        {
+            tracing::warn!("cleanup after failed create: {e}");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(
+                "cleanup after failed create: remove {}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+impl From<LauncherError> for ServiceError {
+    fn from(e: LauncherError) -> Self {
+        ServiceError::new(e.kind(), e.to_string())
+    }
+}

@@ -1,0 +1,726 @@
+//! End-to-end tests of `corral serve`: the real server on a random loopback port with
+//! temporary directories, driven over HTTP. Containers are real (root required).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123456789abcdefghijklmnopqrstuvwxyz";
+const USER: &str = "user-token-0123456789abcdefghijklmnopqrstuvwxyzAB";
+
+fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the API tests create containers and must run as root"
+    );
+}
+
+/// A running `corral serve` with its own root, data dir and tokens.
+struct Server {
+    child: Option<Child>,
+    base: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        Self::start_with("")
+    }
+
+    /// `extra` is appended to the TOML config (for example `[limits]` overrides).
+    fn start_with(extra: &str) -> Server {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, format!("admin {ADMIN} admin\nuser {USER} alice\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = dir.path().join("corral.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nroot = \"{}\"\ndata = \"{}\"\ntokens = \"{}\"\n{extra}",
+                dir.path().join("run").display(),
+                dir.path().join("data").display(),
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let mut s = Server {
+            child: None,
+            base: String::new(),
+            dir,
+            config,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("CORRAL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        let base = loop {
+            assert!(Instant::now() < deadline, "server did not start: {seen:?}");
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(addr) = l.strip_prefix("corral: listening on ") {
+                        break addr.trim().to_string();
+                    }
+                    seen.push(l);
+                }
+                _ => panic!("server exited before listening: {seen:?}"),
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        self.base = base;
+        self.child = Some(child);
+    }
+
+    /// Stops the server with SIGTERM (graceful), as an operator restarting it would.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Force-delete whatever the test left, through the runtime, then stop.
+        let root = self.dir.path().join("run");
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new(env!("CARGO_BIN_EXE_corral"))
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .status();
+            }
+        }
+        self.stop();
+        // Unmount container rootfs overlays the test left.
+        if let Ok(entries) = std::fs::read_dir(self.data().join("containers")) {
+            for e in entries.flatten() {
+                let _ = corral::images::ContainerRootfs::unmount(&e.path());
+            }
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    if status >= 400 {
+        assert!(
+            ctype.starts_with("application/problem+json"),
+            "{status} without a problem document: {ctype} {text}"
+        );
+    }
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+fn problem_type(v: &Value) -> &str {
+    v["type"].as_str().unwrap_or("")
+}
+
+async fn create(s: &Server, body: Value) -> (u16, Value) {
+    call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers"),
+        Some(USER),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_auth() {
+    let s = Server::start();
+    let (st, v) = call(reqwest::Method::GET, &s.url("/healthz"), None, None).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("ok")));
+    let (st, v) = call(reqwest::Method::GET, &s.url("/v1/info"), None, None).await;
+    assert_eq!(st, 401);
+    assert_eq!(problem_type(&v), "urn:corral:problem:unauthorized");
+    let (st, _) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/info"),
+        Some("wrong-token-0123456789abcdefghijklmnopqrstuv"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, v) = call(reqwest::Method::GET, &s.url("/v1/info"), Some(USER), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["cgroup_mode"].as_str(), Some("hybrid"));
+    assert!(v["features"]["ociVersionMax"].is_string());
+    // A user token cannot import or delete images.
+    let (st, v) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/images/busybox"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = call(reqwest::Method::GET, &s.url("/v1/images"), Some(USER), None).await;
+    assert_eq!(st, 200);
+    assert!(
+        v.as_array().unwrap().iter().any(|i| i["name"] == "busybox"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_from_image() {
+    let s = Server::start();
+    let (st, v) = create(
+        &s,
+        json!({"id": "life1", "image": "busybox",
+        "process": {"args": ["sh", "-c", "echo hi; echo err >&2; exit 3"]}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["status"], "created");
+    assert!(v["pid"].as_i64().unwrap() > 0);
+    let (st, v) = create(&s, json!({"id": "life1", "image": "busybox"})).await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (409, "urn:corral:problem:already-exists")
+    );
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/life1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/life1/wait?timeout=20"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["exit_code"], 3, "{v}");
+    assert_eq!(v["status"], "stopped");
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/life1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "start of a stopped container: {v}");
+    let logs = client()
+        .get(s.url("/v1/containers/life1/logs?stream=stdout"))
+        .bearer_auth(USER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logs, "hi\n");
+    let logs = client()
+        .get(s.url("/v1/containers/life1/logs?stream=stderr"))
+        .bearer_auth(USER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logs, "err\n");
+    let (st, _) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/life1/logs?stream=nope"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 400);
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (st, _) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/containers/life1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/life1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (404, "urn:corral:problem:not-found")
+    );
+    assert!(
+        !s.data().join("containers/life1").exists(),
+        "container directory left behind"
+    );
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/corral/life1").exists(),
+        "cgroup left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_container_kill_delete_stats_and_follow() {
+    let s = Server::start();
+    let (st, v) = create(&s, json!({"id": "run1", "image": "busybox",
+        "process": {"args": ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.2; done; sleep 1000"]},
+        "resources": {"memory_bytes": 67108864, "pids": 20}})).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/run1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, v) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/containers/run1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!((st, problem_type(&v)), (409, "urn:corral:problem:conflict"));
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/run1/stats"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v.to_string().contains("memory"), "{v}");
+    assert_eq!(
+        std::fs::read_to_string("/sys/fs/cgroup/memory/corral/run1/memory.limit_in_bytes")
+            .unwrap()
+            .trim(),
+        "67108864"
+    );
+    // follow: the three lines arrive while the container runs; stop it to end the stream.
+    let follow = tokio::spawn({
+        let url = s.url("/v1/containers/run1/logs?stream=stdout&follow=true");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(USER)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/run1/kill"),
+        Some(USER),
+        Some(json!({"signal": "SIGNOPE"})),
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (400, "urn:corral:problem:bad-request")
+    );
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/run1/kill"),
+        Some(USER),
+        Some(json!({"signal": 9})),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/run1/wait?timeout=20"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["signal"], 9, "{v}");
+    let text = tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .expect("follow did not end")
+        .unwrap();
+    assert_eq!(text, "1\n2\n3\n");
+    let (st, _) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/containers/run1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_service_restart() {
+    let mut s = Server::start();
+    let (st, v) = create(
+        &s,
+        json!({"id": "keep1", "image": "busybox",
+        "process": {"args": ["sh", "-c", "echo before; exec sleep 1000"]}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/keep1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    s.stop();
+    s.spawn();
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/keep1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/keep1/kill"),
+        Some(USER),
+        Some(json!({"signal": "KILL"})),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/keep1/wait?timeout=20"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["signal"], 9, "{v}");
+    let logs = client()
+        .get(s.url("/v1/containers/keep1/logs"))
+        .bearer_auth(USER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logs, "before\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests() {
+    let s = Server::start_with("[limits]\nmax_body_bytes = 65536\n");
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/nope"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (404, "urn:corral:problem:not-found")
+    );
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/bad%20id"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (400, "urn:corral:problem:invalid-id")
+    );
+    let (st, v) = create(&s, json!({"id": "../x", "image": "busybox"})).await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (400, "urn:corral:problem:invalid-id"),
+        "{v}"
+    );
+    let (st, v) = create(&s, json!({"image": "no-such-image"})).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = create(&s, json!({"image": "busybox", "process": {"args": "sh"}})).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("process.args"),
+        "{v}"
+    );
+    let (st, v) = create(
+        &s,
+        json!({"image": "busybox", "resources": {"pids": 100000000}}),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    // Malformed JSON.
+    let resp = client()
+        .post(s.url("/v1/containers"))
+        .bearer_auth(USER)
+        .header("content-type", "application/json")
+        .body("{\"image\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // Wrong content type.
+    let resp = client()
+        .post(s.url("/v1/containers"))
+        .bearer_auth(USER)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    // Oversized body.
+    let resp = client()
+        .post(s.url("/v1/containers"))
+        .bearer_auth(USER)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    // Nothing was left behind by any of these.
+    let left: Vec<_> = std::fs::read_dir(s.data().join("containers"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A tar of a bundle: `config.json` + `rootfs/` (the busybox test rootfs).
+fn bundle_tar(config: &Value) -> Vec<u8> {
+    let rootfs = std::env::var("CORRAL_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/build/rootfs/busybox"))
+        });
+    assert!(
+        rootfs.join("bin/busybox").exists(),
+        "no test rootfs at {} (run `make rootfs`)",
+        rootfs.display()
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    let data = serde_json::to_vec(config).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "config.json", &data[..]).unwrap();
+    b.append_dir_all("rootfs", &rootfs).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn safe_config(args: &[&str]) -> Value {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let caps = corral::service::sandbox::default_caps();
+    let req = corral::service::sandbox::SandboxRequest {
+        id: "b",
+        args: &args,
+        env: &["PATH=/bin".to_string()],
+        cwd: "/",
+        uid: 0,
+        gid: 0,
+        memory_bytes: 64 << 20,
+        pids: 64,
+        cpus: 1.0,
+        capabilities: &caps,
+    };
+    let spec = corral::service::sandbox::spec(&req, Path::new("rootfs")).unwrap();
+    let mut v = serde_json::to_value(spec).unwrap();
+    v["root"]["readonly"] = json!(true);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_upload_and_policy() {
+    let s = Server::start();
+    let tar = bundle_tar(&safe_config(&["sh", "-c", "echo from-bundle"]));
+    let resp = client()
+        .post(s.url("/v1/containers?id=up1"))
+        .bearer_auth(USER)
+        .header("content-type", "application/x-tar")
+        .body(tar)
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(st, 201, "{v}");
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/up1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/up1/wait?timeout=20"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["exit_code"].as_i64()), (200, Some(0)), "{v}");
+    let logs = client()
+        .get(s.url("/v1/containers/up1/logs"))
+        .bearer_auth(USER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logs, "from-bundle\n");
+    // Hostile: a bind mount of the host's /etc.
+    let mut cfg = safe_config(&["true"]);
+    cfg["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/host", "type": "bind", "source": "/etc", "options": ["rbind"]}),
+    );
+    let resp = client()
+        .post(s.url("/v1/containers?id=evil1"))
+        .bearer_auth(USER)
+        .header("content-type", "application/x-tar")
+        .body(bundle_tar(&cfg))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(problem_type(&v), "urn:corral:problem:policy-violation");
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"].as_str().unwrap().starts_with("mounts[")),
+        "{v}"
+    );
+    assert!(
+        !s.data().join("containers/evil1").exists(),
+        "refused bundle left on disk"
+    );
+    // Hostile: a tar entry that climbs out of the destination.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"../x\0");
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let resp = client()
+        .post(s.url("/v1/containers?id=evil2"))
+        .bearer_auth(USER)
+        .header("content-type", "application/x-tar")
+        .body(b.into_inner().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("leaves the destination"),
+        "{v}"
+    );
+    assert!(!s.data().join("containers/evil2").exists());
+    assert!(!s.data().join("containers/x").exists() && !s.data().join("x").exists());
+}
