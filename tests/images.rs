@@ -202,7 +202,7 @@ fn imports_a_busybox_rootfs_tar() {
     assert_eq!(info.digest, Some(format!("sha256:{}", sha256(&data))));
     assert!(info.size_bytes > 100_000, "{info:?}");
     assert!(
-        info.created.ends_with('Z') && info.created.len() == 20,
+        info.created.ends_with('Z') && info.created.starts_with("20") && info.created.len() >= 20,
         "{info:?}"
     );
 

@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +53,7 @@ impl ImageInfo {
     ) -> Result<Self, ImageError> {
         Ok(Self {
             name: name.to_owned(),
-            created: rfc3339(SystemTime::now()),
+            created: crate::runtime::state::now_rfc3339(),
             size_bytes: tree_size(rootfs)?,
             source: source.to_owned(),
             digest,
@@ -117,49 +116,4 @@ pub(super) fn tree_size(root: &Path) -> Result<u64, ImageError> {
         }
     }
     Ok(total)
-}
-
-/// `time` as RFC 3339 in UTC, to the second: `1970-01-01T00:00:00Z`.
-pub(super) fn rfc3339(time: SystemTime) -> String {
-    // Times before 1970 do not happen here; they print as the epoch.
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, restricted to non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
-    use super::rfc3339;
-
-    #[test]
-    fn formats_rfc3339() {
-        let at = |s| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
-    }
 }

@@ -147,26 +147,12 @@ fn mount_cgroupfs(
     let dest = &m.destination;
     let ro = m.options.flags.contains(MsFlags::MS_RDONLY);
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = if ro { base | MsFlags::MS_RDONLY } else { base };
     if let [(name, dir)] = cgroup_dirs
         && name.is_empty()
     {
         // Unified hierarchy: bind the container's cgroup directory itself.
-        let fd = mkdir_all_in_root(root.fd.as_fd(), dest, Kind::Dir, dest)?;
-        mount_fs(
-            Some(&dir.to_string_lossy()),
-            &proc_fd_path(&fd),
-            None,
-            MsFlags::MS_BIND,
-            None,
-            dest,
-        )?;
-        let bound = reopen(root, dest)?;
-        let ro_flag = if ro {
-            MsFlags::MS_RDONLY
-        } else {
-            MsFlags::empty()
-        };
-        return remount_bind(&proc_fd_path(&bound), base | ro_flag, dest);
+        return bind_dir(root, dir, dest, flags);
     }
     let fd = mkdir_all_in_root(root.fd.as_fd(), dest, Kind::Dir, dest)?;
     mount_fs(
@@ -178,23 +164,7 @@ fn mount_cgroupfs(
         dest,
     )?;
     for (name, dir) in cgroup_dirs {
-        let sub = dest.join(name);
-        let fd = mkdir_all_in_root(root.fd.as_fd(), &sub, Kind::Dir, &sub)?;
-        mount_fs(
-            Some(&dir.to_string_lossy()),
-            &proc_fd_path(&fd),
-            None,
-            MsFlags::MS_BIND,
-            None,
-            &sub,
-        )?;
-        let bound = reopen(root, &sub)?;
-        let ro_flag = if ro {
-            MsFlags::MS_RDONLY
-        } else {
-            MsFlags::empty()
-        };
-        remount_bind(&proc_fd_path(&bound), base | ro_flag, &sub)?;
+        bind_dir(root, dir, &dest.join(name), flags)?;
     }
     if ro {
         let top = reopen(root, dest)?;
@@ -208,6 +178,22 @@ fn mount_cgroupfs(
         )?;
     }
     Ok(())
+}
+
+/// Binds the host directory `src` at `dest` inside the rootfs, then remounts the bind
+/// with `flags`.
+fn bind_dir(root: &Rootfs, src: &Path, dest: &Path, flags: MsFlags) -> SysResult<()> {
+    let fd = mkdir_all_in_root(root.fd.as_fd(), dest, Kind::Dir, dest)?;
+    mount_fs(
+        Some(&src.to_string_lossy()),
+        &proc_fd_path(&fd),
+        None,
+        MsFlags::MS_BIND,
+        None,
+        dest,
+    )?;
+    let bound = reopen(root, dest)?;
+    remount_bind(&proc_fd_path(&bound), flags, dest)
 }
 
 /// Creates the devices (mknod, or a bind of the host's node inside a user namespace,
