@@ -196,16 +196,139 @@ fn make_bundle(dir: &Path, rootfs: &Path, args: &[&str]) -> Result<PathBuf, Stri
 }
 
 /// All scenarios; add new ones here.
-fn scenarios(work: &Path, rootfs: &Path) -> Result<Vec<Scenario>, String> {
+fn scenarios(work: &Path, rootfs: &Path, corral: &Path) -> Result<Vec<Scenario>, String> {
     let true_bundle = make_bundle(&work.join("bundle-true"), rootfs, &["/bin/true"])?;
-    Ok(vec![Scenario {
-        name: "run-true",
-        description: "`run` of /bin/true (create, start, wait, delete)",
-        run: Box::new(move |rt, id| {
-            let bundle = true_bundle.to_string_lossy();
-            rt.run(&["run", "--bundle", &bundle, id])
-        }),
-    }])
+    let runc_bundle = true_bundle.clone();
+    let server = std::rc::Rc::new(std::cell::RefCell::new(None::<Server>));
+    let (work, corral) = (work.to_path_buf(), corral.to_path_buf());
+    Ok(vec![
+        Scenario {
+            name: "run-true",
+            description: "`run` of /bin/true (create, start, wait, delete)",
+            run: Box::new(move |rt, id| {
+                let bundle = true_bundle.to_string_lossy();
+                rt.run(&["run", "--bundle", &bundle, id])
+            }),
+        },
+        Scenario {
+            name: "http-lifecycle",
+            description: "/bin/true through `corral serve` (POST create, start, wait, DELETE over \
+                          HTTP) vs `runc run` of the same bundle (create, start, wait, delete)",
+            run: Box::new(move |rt, id| {
+                if rt.name == "runc" {
+                    let bundle = runc_bundle.to_string_lossy();
+                    return rt.run(&["run", "--bundle", &bundle, id]);
+                }
+                let mut slot = server.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(Server::start(&corral, &work)?);
+                }
+                let srv = slot.as_ref().ok_or("server not started")?;
+                let body = format!(
+                    "{{\"id\":\"{id}\",\"image\":\"busybox\",\"process\":{{\"args\":[\"/bin/true\"]}}}}"
+                );
+                srv.call("POST", "/v1/containers", Some(&body), 201)?;
+                srv.call("POST", &format!("/v1/containers/{id}/start"), None, 200)?;
+                srv.call(
+                    "POST",
+                    &format!("/v1/containers/{id}/wait?timeout=30"),
+                    None,
+                    200,
+                )?;
+                srv.call("DELETE", &format!("/v1/containers/{id}"), None, 204)
+            }),
+        },
+    ])
+}
+
+/// A `corral serve` on a random loopback port with its own root, data and token.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    token: String,
+}
+
+impl Server {
+    fn start(corral: &Path, work: &Path) -> Result<Server, String> {
+        use std::io::BufRead;
+        let token = "bench-token-0123456789abcdefghijklmnopqrstuvwxyz".to_string();
+        let dir = work.join("serve");
+        fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let tokens = dir.join("tokens");
+        fs::write(&tokens, format!("user {token} bench\n")).map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tokens, fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        let config = dir.join("corral.toml");
+        fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nroot = \"{}\"\ndata = \"{}\"\ntokens = \"{}\"\n",
+                dir.join("run").display(),
+                dir.join("data").display(),
+                tokens.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut child = Command::new(corral)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CORRAL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start corral serve: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("corral: listening on http://") {
+                        break a.trim().to_string();
+                    }
+                }
+                _ => return Err("corral serve exited before listening".into()),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, addr, token })
+    }
+
+    /// One HTTP/1.1 request (connection closed after it); fails unless the status is `want`.
+    fn call(&self, method: &str, path: &str, body: Option<&str>, want: u16) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr)
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let status: u16 = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if status != want {
+            return Err(format!("{method} {path}: expected {want}, got: {resp}"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Nearest-rank percentile of sorted samples, in milliseconds.
@@ -321,7 +444,7 @@ fn run() -> Result<(), String> {
     println!("rootfs: {}", rootfs.display());
 
     let mut ran = 0;
-    for scenario in scenarios(&work.0, &rootfs)? {
+    for scenario in scenarios(&work.0, &rootfs, &runtimes[0].bin)? {
         if filter.is_empty() || filter.iter().any(|f| scenario.name.contains(f.as_str())) {
             run_scenario(&scenario, &runtimes, iters)?;
             ran += 1;
