@@ -391,7 +391,24 @@ async fn running_container_kill_delete_stats_and_follow() {
                 .unwrap()
         }
     });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Stop it only once all three lines are in its log (bounded wait, no fixed sleep).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = client()
+            .get(s.url("/v1/containers/run1/logs?stream=stdout"))
+            .bearer_auth(USER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text == "1\n2\n3\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "output so far: {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (st, v) = call(
         reqwest::Method::POST,
         &s.url("/v1/containers/run1/kill"),
