@@ -48,6 +48,7 @@ pub fn init(cli: &Cli, install: bool) -> Guard {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .without_time()
             .try_init();
