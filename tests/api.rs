@@ -709,6 +709,49 @@ async fn bundle_upload_and_policy() {
         !s.data().join("containers/evil1").exists(),
         "refused bundle left on disk"
     );
+    // Hostile: the rootfs is a symlink to the host's root.
+    let mut b = tar::Builder::new(Vec::new());
+    let data = serde_json::to_vec(&safe_config(&["true"])).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "config.json", &data[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_link(&mut h, "rootfs", "/").unwrap();
+    let resp = client()
+        .post(s.url("/v1/containers?id=evil3"))
+        .bearer_auth(USER)
+        .header("content-type", "application/x-tar")
+        .body(b.into_inner().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (st, problem_type(&v)),
+        (403, "urn:corral:problem:policy-violation"),
+        "{v}"
+    );
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "root.path"),
+        "{v}"
+    );
+    assert!(!s.data().join("containers/evil3").exists());
     // Hostile: a tar entry that climbs out of the destination.
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();

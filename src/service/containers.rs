@@ -312,10 +312,10 @@ impl Containers {
             .await
             .map_err(|e| ServiceError::internal(format!("extract upload: {e}")))?
             .map_err(|e| ServiceError::bad(format!("bundle upload: {e}")))?;
-        let config = bundle.join("config.json");
-        let text = std::fs::read(&config).map_err(|_| {
-            ServiceError::bad("bundle upload: no config.json at the top of the archive")
-        })?;
+        // The archive may hold symlinks (images need them): nothing the service reads or
+        // hands to the runtime may be one.
+        let text = read_nofollow(&bundle, "config.json")
+            .map_err(|e| ServiceError::bad(format!("bundle upload: config.json: {e}")))?;
         let mut spec = crate::runtime::spec::parse(&text).map_err(|(field, reason)| {
             ServiceError::bad(format!(
                 "config.json: {}: {reason}",
@@ -328,6 +328,12 @@ impl Containers {
         })?;
         if let Err(violations) = policy::check(&spec, &bundle, strictness) {
             return Err(ServiceError::policy(violations));
+        }
+        if strictness == policy::Strictness::Enforce {
+            let violations = bundle_paths_without_symlinks(&spec, &bundle);
+            if !violations.is_empty() {
+                return Err(ServiceError::policy(violations));
+            }
         }
         // The service chooses where the container's cgroup lives.
         if let Some(linux) = spec.linux_mut() {
@@ -544,6 +550,84 @@ fn clamp(
         )));
     }
     Ok(v)
+}
+
+/// Reads `dir/name`, refusing a symlink at any point of the path.
+fn read_nofollow(dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    if std::fs::symlink_metadata(&path)?.file_type().is_symlink() {
+        return Err(std::io::Error::other("is a symlink"));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)?;
+    let mut out = Vec::new();
+    f.by_ref().take(4 << 20).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The policy checks paths as text; the runtime follows symlinks when it opens the
+/// rootfs and bind sources. So in an uploaded bundle the rootfs and every bind source
+/// must resolve beneath the bundle without a symlink on the way (openat2
+/// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): `rootfs -> /` or `data -> /etc` are refused.
+fn bundle_paths_without_symlinks(
+    spec: &oci_spec::runtime::Spec,
+    bundle: &Path,
+) -> Vec<policy::Violation> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let Ok(dir) = std::fs::File::open(bundle) else {
+        return vec![policy::Violation::new(
+            "root.path",
+            "the bundle cannot be opened",
+        )];
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let check = |field: String, rel: &Path, want_dir: bool| -> Option<policy::Violation> {
+        let rel = if rel.is_absolute() {
+            rel.strip_prefix(bundle).unwrap_or(rel)
+        } else {
+            rel
+        };
+        match openat2(&dir, rel, how) {
+            Ok(fd) => {
+                let is_dir = nix::sys::stat::fstat(&fd)
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                (want_dir && !is_dir)
+                    .then(|| policy::Violation::new(field, "not a directory in the bundle"))
+            }
+            Err(e) => Some(policy::Violation::new(
+                field,
+                format!(
+                    "{}: must be in the bundle, reached without symlinks ({e})",
+                    rel.display()
+                ),
+            )),
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(root) = spec.root() {
+        out.extend(check("root.path".into(), root.path(), true));
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        if let (true, Some(src)) = (bind, m.source()) {
+            out.extend(check(format!("mounts[{i}].source"), src, false));
+        }
+    }
+    out
 }
 
 fn read_record(dir: &Path) -> Option<Record> {
