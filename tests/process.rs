@@ -268,3 +268,23 @@ fn cwd_the_user_cannot_enter_fails_create() {
         .one_line_error(&["cwd", "/root", "Permission denied"]);
     c.assert_nothing_left(&id, Some(&b));
 }
+
+#[test]
+fn program_starts_with_default_signal_dispositions() {
+    // The runtime (Rust) ignores SIGPIPE and blocks signals while it waits; ignored and
+    // blocked signals would survive execve into the container's program.
+    let c = Corral::new("proc-signals");
+    let mut b = Bundle::new();
+    b.args(&["cat", "/proc/self/status"]);
+    let out = c.run(&c.id("a"), &b).ok();
+    let field = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("SigIgn:"), "0000000000000000", "{}", out.stdout);
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{}", out.stdout);
+}

@@ -286,6 +286,35 @@ fn reset_signals() {
         // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
     }
+    // The real-time signals too, 32 and 33 included (glibc refuses to touch those, so
+    // rt_sigaction directly): an ignore inherited from whatever started the runtime must
+    // not reach the container either.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::c_ulong,
+        flags: libc::c_ulong,
+        restorer: libc::c_ulong,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL as libc::c_ulong,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 32..=64 {
+        // SAFETY: rt_sigaction reads a kernel sigaction of the size we pass; SIG_DFL
+        // installs no code of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
