@@ -592,6 +592,18 @@ async fn bad_requests() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A tar header for a root-owned regular file of `size` bytes, mode 0644.
+fn file_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    h
+}
+
 /// A tar of a bundle: `config.json` + `rootfs/` (the busybox test rootfs).
 fn bundle_tar(config: &Value) -> Vec<u8> {
     let rootfs = std::env::var("CORRAL_TEST_ROOTFS")
@@ -607,13 +619,7 @@ fn bundle_tar(config: &Value) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     let data = serde_json::to_vec(config).unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
+    let mut h = file_header(data.len() as u64);
     b.append_data(&mut h, "config.json", &data[..]).unwrap();
     b.append_dir_all("rootfs", &rootfs).unwrap();
     b.into_inner().unwrap()
@@ -712,21 +718,11 @@ async fn bundle_upload_and_policy() {
     // Hostile: the rootfs is a symlink to the host's root.
     let mut b = tar::Builder::new(Vec::new());
     let data = serde_json::to_vec(&safe_config(&["true"])).unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
+    let mut h = file_header(data.len() as u64);
     b.append_data(&mut h, "config.json", &data[..]).unwrap();
-    let mut h = tar::Header::new_gnu();
+    let mut h = file_header(0);
     h.set_entry_type(tar::EntryType::Symlink);
-    h.set_size(0);
     h.set_mode(0o777);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
     b.append_link(&mut h, "rootfs", "/").unwrap();
     let resp = client()
         .post(s.url("/v1/containers?id=evil3"))
@@ -754,13 +750,8 @@ async fn bundle_upload_and_policy() {
     assert!(!s.data().join("containers/evil3").exists());
     // Hostile: a tar entry that climbs out of the destination.
     let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
+    let mut h = file_header(1);
     h.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"../x\0");
-    h.set_size(1);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
     h.set_cksum();
     b.append(&h, &b"x"[..]).unwrap();
     let resp = client()

@@ -15,7 +15,7 @@ use super::linux::cgroups::{Cgroup, CgroupPath};
 use super::linux::error::Context;
 use super::linux::process::{pidfd_open, pidfd_send_signal, start_time};
 use super::state::{EXEC_ERROR, EXEC_FIFO, Lock, Record, Store};
-use super::status::{Status, init_alive, status};
+use super::status::{Status, status};
 use super::{OciState, id, oci_state};
 
 /// `state`: the OCI state plus what runc adds (rootfs, created, owner).
@@ -268,9 +268,4 @@ pub fn wait_exit(pidfd: &OwnedFd, limit: Duration) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-/// Whether the container's init is alive: for callers holding a record.
-pub fn is_alive(rec: &Record) -> bool {
-    init_alive(rec)
 }

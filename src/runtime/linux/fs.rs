@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{Mode, fstat, mkdirat};
 
-use super::error::{Context, SysError, SysResult};
+use super::error::{SysError, SysResult};
 
 const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
 
@@ -151,13 +151,6 @@ pub fn relative(path: &Path) -> PathBuf {
 /// `/proc/self/fd/N`: the path by which `mount(2)` and friends reach what `fd` refers to.
 pub fn proc_fd_path(fd: &impl AsFd) -> String {
     format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
-}
-
-/// Reads a whole small file (used for /proc and /sys values).
-pub fn read_trimmed(path: &Path) -> SysResult<String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end().to_string())
-        .ctx(|| format!("read {}", path.display()))
 }
 
 #[cfg(test)]
