@@ -40,6 +40,14 @@ impl From<ServiceError> for ApiError {
             ErrorKind::AlreadyExists => Kind::AlreadyExists,
             ErrorKind::Conflict => Kind::Conflict,
             ErrorKind::Unavailable => Kind::Unavailable,
+            ErrorKind::Busy => {
+                let mut e = ApiError::new(Kind::TooManyRequests, e.message);
+                e.headers.push((
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                ));
+                return e;
+            }
             ErrorKind::Internal => Kind::Internal,
         };
         ApiError::new(kind, e.message)

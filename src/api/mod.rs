@@ -8,6 +8,7 @@ mod images;
 mod logs;
 mod middleware;
 pub mod openapi;
+mod runs;
 mod system;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use tower_http::trace::TraceLayer;
 use crate::service::config::Config;
 use crate::service::containers::Containers;
 use crate::service::images::Images;
+use crate::service::metrics::Metrics;
+use crate::service::runs::Runs;
 use auth::TokenStore;
 
 /// What every handler can reach.
@@ -30,6 +33,8 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub containers: Arc<Containers>,
     pub images: Arc<Images>,
+    pub runs: Arc<Runs>,
+    pub metrics: Arc<Metrics>,
     pub tokens: Arc<TokenStore>,
 }
 
@@ -53,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/images/{name}", get(images::get).delete(images::delete))
         .route("/v1/info", get(system::info))
+        .route("/v1/runs", post(runs::create))
+        .route("/metrics", get(system::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::authenticate,

@@ -6,12 +6,17 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Kind, Problem};
-use super::{containers, images, system};
+use super::{containers, images, runs, system};
 use crate::images::ImageInfo;
 use crate::service::config::Limits;
 use crate::service::containers::{
     ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
 };
+use crate::service::runs::RunsConfig;
+use crate::service::runs::limits::{LimitsRequest, RunLimits};
+use crate::service::runs::request::{FileRequest, RunRequest, StepRequest, TestRequest};
+use crate::service::runs::result::{ExecResult, RunResult, StepResult};
+use crate::service::runs::verdict::Verdict;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,18 +25,20 @@ use crate::service::containers::{
         containers::create, containers::list, containers::get, containers::start,
         containers::kill, containers::delete, containers::wait, containers::logs,
         containers::stats, images::list, images::get, images::import, images::delete,
-        system::info, system::healthz
+        system::info, system::healthz, system::metrics, runs::create
     ),
     components(schemas(
         ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
         containers::KillRequest, ImageInfo, Limits, system::Info, system::Health,
-        Problem, FieldError, Kind
+        Problem, FieldError, Kind, RunRequest, FileRequest, StepRequest, TestRequest,
+        LimitsRequest, RunLimits, RunsConfig, RunResult, StepResult, ExecResult, Verdict
     )),
     modifiers(&Bearer),
     tags(
         (name = "containers", description = "The OCI lifecycle: create, start, state, kill, delete; wait, logs, stats"),
         (name = "images", description = "Named root filesystems"),
-        (name = "system", description = "Service information and health")
+        (name = "runs", description = "Judged runs: compile once, run many test cases, verdicts"),
+        (name = "system", description = "Service information, health and metrics")
     )
 )]
 pub struct ApiDoc;

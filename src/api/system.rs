@@ -56,3 +56,32 @@ pub async fn healthz() -> Json<Health> {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
+
+/// Prometheus metrics (text format): judged runs by outcome, executions by verdict,
+/// run latency, queue depth, runs in progress, containers alive.
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
+    security(("bearer" = [])))]
+pub async fn metrics(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let root = state.cfg.root.clone();
+    let alive = tokio::task::spawn_blocking(move || {
+        crate::runtime::state::Store::new(root)
+            .ids()
+            .map_or(0, |ids| ids.len() as i64)
+    })
+    .await
+    .unwrap_or(0);
+    let text = state
+        .metrics
+        .encode(alive)
+        .map_err(|e| ApiError::internal(format!("encode metrics: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -16,6 +16,8 @@ use crate::service::config::{Config, LogFormat};
 use crate::service::containers::Containers;
 use crate::service::images::Images;
 use crate::service::launcher::Launcher;
+use crate::service::metrics::Metrics;
+use crate::service::runs::Runs;
 
 /// The flags of `serve`; each overrides the config file and the environment.
 #[derive(Debug, clap::Args)]
@@ -77,7 +79,18 @@ async fn serve(
     images: Arc<Images>,
 ) -> Result<()> {
     let exe = crate::runtime::linux::process::current_exe()?;
-    let launcher = Launcher::spawn(&exe, &cfg.root, &cfg.data).await?;
+    let launcher = Arc::new(Launcher::spawn(&exe, &cfg.root, &cfg.data).await?);
+    let metrics = Arc::new(Metrics::new());
+    let runs = Arc::new(
+        Runs::new(
+            cfg.runs.clone(),
+            &cfg.data,
+            launcher.clone(),
+            store.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let containers = Arc::new(
         Containers::new(cfg.clone(), launcher, store).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
@@ -85,6 +98,8 @@ async fn serve(
         cfg: cfg.clone(),
         containers,
         images,
+        runs,
+        metrics,
         tokens: Arc::new(tokens),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)

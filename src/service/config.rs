@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::runs::RunsConfig;
+
 /// What can be wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -89,6 +91,8 @@ pub struct Config {
     pub tokens: Option<PathBuf>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Judged runs (`POST /v1/runs`).
+    pub runs: RunsConfig,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             tokens: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            runs: RunsConfig::default(),
         }
     }
 }
@@ -167,6 +172,7 @@ impl Config {
                 "limits: a default is above its maximum".into(),
             ));
         }
+        self.runs.validate().map_err(ConfigError::Invalid)?;
         if !self.root.is_absolute() || !self.data.is_absolute() {
             return Err(ConfigError::Invalid(
                 "root and data must be absolute paths".into(),

@@ -103,7 +103,7 @@ pub struct ContainerView {
 /// The service's container use cases.
 pub struct Containers {
     cfg: Arc<Config>,
-    launcher: Launcher,
+    launcher: Arc<Launcher>,
     images: Arc<ImageStore>,
     dir: PathBuf,
 }
@@ -111,7 +111,7 @@ pub struct Containers {
 impl Containers {
     pub fn new(
         cfg: Arc<Config>,
-        launcher: Launcher,
+        launcher: Arc<Launcher>,
         images: Arc<ImageStore>,
     ) -> Result<Self, ServiceError> {
         let dir = cfg.data.join("containers");

@@ -5,7 +5,9 @@ pub mod config;
 pub mod containers;
 pub mod images;
 pub mod launcher;
+pub mod metrics;
 pub mod policy;
+pub mod runs;
 pub mod sandbox;
 
 pub use launcher::ErrorKind;

@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 
 use super::error::LauncherError;
 use super::protocol::{
-    CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, decode, encode,
-    recv_packet, send_packet,
+    CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, RunRequest, decode,
+    encode, recv_packet, send_packet,
 };
 use super::server::SERVICE_FD;
 
@@ -66,6 +66,16 @@ impl Launcher {
     pub async fn create(&self, req: CreateRequest) -> Result<i32, LauncherError> {
         match self.call(Op::Create(req)).await? {
             Outcome::Created { pid } => Ok(pid),
+            Outcome::Error { kind, message } => Err(LauncherError::Refused { kind, message }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Executes the judged run prepared in `dir`; returns once its `result.json` is
+    /// written.
+    pub async fn run(&self, dir: PathBuf) -> Result<(), LauncherError> {
+        match self.call(Op::Run(RunRequest { dir })).await? {
+            Outcome::Ran => Ok(()),
             Outcome::Error { kind, message } => Err(LauncherError::Refused { kind, message }),
             other => Err(unexpected(&other)),
         }

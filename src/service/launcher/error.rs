@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Conflict,
     /// The launcher is not running and could not be started (503).
     Unavailable,
+    /// Over capacity: every slot is taken and the queue is full (429).
+    Busy,
     /// Anything else: the host, the kernel or corral itself failed (500).
     Internal,
 }

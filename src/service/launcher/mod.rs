@@ -35,6 +35,7 @@ mod monitor;
 mod ops;
 mod protocol;
 mod pump;
+mod runner;
 pub mod server;
 
 pub use client::Launcher;

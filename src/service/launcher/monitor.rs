@@ -45,6 +45,18 @@ pub fn spawn(
     req: &CreateRequest,
     blocked: &SigSet,
 ) -> Result<(Pid, OwnedFd), LauncherError> {
+    fork_reporter(&format!("the monitor of container {}", req.id), |report| {
+        run(root, req, report, blocked)
+    })
+}
+
+/// Forks a child that runs `body` with the write end of a report pipe and exits with
+/// the code it returns (2 if it panics). Returns the child's pid and the read end
+/// (non-blocking) of the pipe.
+pub(super) fn fork_reporter(
+    what: &str,
+    body: impl FnOnce(OwnedFd) -> i32,
+) -> Result<(Pid, OwnedFd), LauncherError> {
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for a report"))?;
     match fork_process() {
@@ -52,9 +64,7 @@ pub fn spawn(
             drop(report_r);
             // Never returns: the launcher's state in this copy of its memory (sockets,
             // pending requests) is never touched again, nor dropped.
-            let code =
-                std::panic::catch_unwind(AssertUnwindSafe(|| run(root, req, report_w, blocked)))
-                    .unwrap_or(2);
+            let code = std::panic::catch_unwind(AssertUnwindSafe(|| body(report_w))).unwrap_or(2);
             exit_now(code)
         }
         Ok(Forked::Parent { pid, pidfd }) => {
@@ -65,7 +75,7 @@ pub fn spawn(
             Ok((pid, report_r))
         }
         Err(e) => Err(LauncherError::Sys {
-            op: format!("fork the monitor of container {}", req.id),
+            op: format!("fork {what}"),
             errno: e.errno(),
         }),
     }
@@ -114,7 +124,7 @@ struct Running {
 
 /// Sends this process's `tracing` events to `file` (with times, without colours) while
 /// the guard lives. The monitor is single-threaded: the thread's default is all of it.
-fn log_to(file: File) -> DefaultGuard {
+pub(super) fn log_to(file: File) -> DefaultGuard {
     let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -131,7 +141,7 @@ fn start(
     keep: RawFd,
     blocked: &SigSet,
 ) -> Result<Running, LauncherError> {
-    detach(keep, blocked)?;
+    detach(keep, blocked, c"corral-monitor")?;
     // Until the container exists, the monitor's messages (and the runtime's) go where
     // the launcher's go; the container's stderr is the container's.
     let launcher_stderr = std::io::stderr()
@@ -195,13 +205,17 @@ fn start(
 /// a session of our own (no terminal or process-group signal aimed at the service
 /// reaches us), and no fd but `keep` above stdio (the launcher's socket to the service,
 /// its signalfd, the report pipes of other creates).
-fn detach(keep: RawFd, blocked: &SigSet) -> Result<(), LauncherError> {
+pub(super) fn detach(
+    keep: RawFd,
+    blocked: &SigSet,
+    name: &std::ffi::CStr,
+) -> Result<(), LauncherError> {
     blocked
         .thread_unblock()
         .map_err(LauncherError::sys("unblock signals"))?;
     nix::unistd::setsid().map_err(LauncherError::sys("setsid"))?;
     // Only the name shown by ps; failure does not matter.
-    let _ = nix::sys::prctl::set_name(c"corral-monitor");
+    let _ = nix::sys::prctl::set_name(name);
     close_fds_except(keep)
 }
 
@@ -258,7 +272,7 @@ fn abandon(store: &Store, created: &Created) {
 /// Writes the outcome for the launcher and closes the pipe. If the launcher is gone the
 /// write fails (EPIPE; `SIGPIPE` is ignored) and the container goes on regardless: the
 /// service finds it from the state on disk.
-fn send_report(report: OwnedFd, outcome: &Outcome) {
+pub(super) fn send_report(report: OwnedFd, outcome: &Outcome) {
     // The launcher reads up to EOF: the size of one write does not matter.
     let Ok(bytes) = encode(outcome) else { return };
     let _ = File::from(report).write_all(&bytes);

@@ -16,7 +16,7 @@ use super::error::{ErrorKind, LauncherError};
 
 /// Bumped on any incompatible change; the client refuses a launcher that says otherwise
 /// (for example a binary replaced on disk while the service runs).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest packet either side sends or accepts.
 pub const MAX_PACKET: usize = 64 * 1024;
@@ -44,6 +44,13 @@ pub struct CreateRequest {
     pub log_limit: u64,
 }
 
+/// Execute the judged run whose `plan.json` is in `dir` (see `service::runs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Absolute, inside the launcher's `--data`.
+    pub dir: PathBuf,
+}
+
 /// service -> launcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -55,6 +62,7 @@ pub struct Request {
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Create(CreateRequest),
+    Run(RunRequest),
     Ping,
 }
 
@@ -87,6 +95,8 @@ pub enum Outcome {
         message: String,
     },
     Pong,
+    /// The run is done: its `result.json` is written.
+    Ran,
 }
 
 /// Error messages longer than this are cut (so that a reply always fits a packet).

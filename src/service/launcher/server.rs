@@ -21,11 +21,11 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::error::{ErrorKind, LauncherError};
-use super::monitor;
 use super::protocol::{
     CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, decode, encode,
     recv_packet, send_packet,
 };
+use super::{monitor, runner};
 
 /// The fd on which the launcher finds its socket to the service.
 pub const SERVICE_FD: RawFd = 3;
@@ -156,6 +156,23 @@ impl Server {
         };
         match req.op {
             Op::Ping => self.reply(req.seq, Outcome::Pong),
+            Op::Run(r) => {
+                let spawned = runner::check_dir(&self.data, &r.dir)
+                    .and_then(|dir| runner::spawn(&self.root, &dir, &self.blocked));
+                match spawned {
+                    Ok((monitor, report)) => {
+                        self.pending.push(Pending {
+                            seq: req.seq,
+                            id: r.dir.display().to_string(),
+                            monitor,
+                            report,
+                            buf: Vec::new(),
+                        });
+                        Ok(())
+                    }
+                    Err(e) => self.reply(req.seq, Outcome::error(&e)),
+                }
+            }
             Op::Create(c) => {
                 let spawned = self
                     .check(&c)

@@ -1,0 +1,525 @@
+//! The runner: one process per judged run, forked by the launcher, that executes the
+//! run's plan (`plan.json` in the run's directory) step by step, one fresh container per
+//! execution, and writes `result.json` there.
+//!
+//! Being the parent of every init it creates, the runner gets real exit statuses; being
+//! single-threaded, it may call the runtime's `clone3`. For each execution it polls the
+//! init's pidfd and the stdout and stderr pipes, reads the cgroup's CPU time, and kills
+//! the init (so its whole pid namespace) at the first limit reached: CPU time, wall
+//! time or output size. Memory limits are the kernel's (the cgroup's OOM counter).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+
+use nix::sys::signal::SigSet;
+use nix::unistd::Pid;
+
+use super::error::LauncherError;
+use super::files::write_atomic;
+use super::monitor::{detach, fork_reporter, log_to, send_report};
+use super::protocol::Outcome;
+use crate::runtime::Error as RuntimeError;
+use crate::runtime::create::{CreateOptions, Created, create_with};
+use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
+use crate::runtime::linux::process::pidfd_send_signal;
+use crate::runtime::ops;
+use crate::runtime::state::Store;
+use crate::service::runs::result::{
+    ExecResult, PLAN_FILE, Plan, RESULT_FILE, RunResult, Status, StepPlan, StepResult,
+};
+use crate::service::runs::verdict::{Ending, Verdict, judge, same_output};
+
+/// After the init has exited, how long to wait for the pipes to close (its pid
+/// namespace is gone with it, so this is only reached by a process that left it).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Read size of the output pipes.
+const CHUNK: usize = 64 * 1024;
+
+/// Forks the runner of the run in `run_dir`. Returns its pid and the read end of the
+/// pipe on which it reports (`Ran` once `result.json` is written, or the error).
+pub fn spawn(
+    root: &Path,
+    run_dir: &Path,
+    blocked: &SigSet,
+) -> Result<(Pid, OwnedFd), LauncherError> {
+    fork_reporter(&format!("the runner of {}", run_dir.display()), |report| {
+        if let Err(e) = detach(report.as_raw_fd(), blocked, c"corral-runner") {
+            send_report(report, &Outcome::error(&e));
+            return 0;
+        }
+        // fds 0-2 become each container's stdio in turn: the runner's own messages go
+        // to a copy of the launcher's stderr.
+        let _log = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(|fd| log_to(std::fs::File::from(fd)));
+        let outcome = match execute(root, run_dir) {
+            Ok(()) => Outcome::Ran,
+            Err(e) => Outcome::error(&e),
+        };
+        send_report(report, &outcome);
+        0
+    })
+}
+
+/// Executes the plan in `run_dir`; writes `result.json`.
+fn execute(root: &Path, run_dir: &Path) -> Result<(), LauncherError> {
+    let started = Instant::now();
+    let plan: Plan = {
+        let path = run_dir.join(PLAN_FILE);
+        let bytes =
+            std::fs::read(&path).map_err(LauncherError::io(format!("read {}", path.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| LauncherError::Protocol(format!("{}: {e}", path.display())))?
+    };
+    let store = Store::new(root);
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(LauncherError::sys("open /dev/null"))?;
+    let mut steps = Vec::with_capacity(plan.steps.len());
+    let mut failed: Option<String> = None;
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Some(reason) = &failed {
+            steps.push(StepResult {
+                name: step.name.clone(),
+                status: Status::Skipped,
+                reason: Some(reason.clone()),
+                results: Vec::new(),
+            });
+            continue;
+        }
+        let results = run_step(&store, &plan, i, step, &null);
+        let bad = results.iter().find(|r| r.verdict() != Verdict::Ok);
+        let status = match bad {
+            Some(r) => {
+                failed = Some(format!(
+                    "step {:?} failed: {}",
+                    step.name,
+                    r.verdict().as_str()
+                ));
+                Status::Failed
+            }
+            None => Status::Ok,
+        };
+        steps.push(StepResult {
+            name: step.name.clone(),
+            status,
+            reason: None,
+            results,
+        });
+    }
+    let status = if failed.is_some() {
+        Status::Failed
+    } else {
+        Status::Ok
+    };
+    let result = RunResult {
+        id: plan.id.clone(),
+        image: plan.image.clone(),
+        status,
+        steps,
+        wall_time_ms: started.elapsed().as_millis() as u64,
+    };
+    let bytes = serde_json::to_vec(&result)
+        .map_err(|e| LauncherError::Protocol(format!("encode the result: {e}")))?;
+    write_atomic(run_dir, RESULT_FILE, &bytes).map_err(LauncherError::io(format!(
+        "write {RESULT_FILE} in {}",
+        run_dir.display()
+    )))
+}
+
+fn run_step(
+    store: &Store,
+    plan: &Plan,
+    index: usize,
+    step: &StepPlan,
+    null: &OwnedFd,
+) -> Vec<ExecResult> {
+    let id = |test: Option<usize>| match test {
+        Some(t) => format!("run-{}-{index}-{t}", plan.id),
+        None => format!("run-{}-{index}", plan.id),
+    };
+    match &step.tests {
+        None => vec![execute_one(
+            store,
+            &id(None),
+            step,
+            step.stdin.as_deref(),
+            None,
+            null,
+        )],
+        Some(tests) => tests
+            .iter()
+            .enumerate()
+            .map(|(t, test)| {
+                let mut r = execute_one(
+                    store,
+                    &id(Some(t)),
+                    step,
+                    test.stdin.as_deref(),
+                    test.expected_stdout.as_deref(),
+                    null,
+                );
+                r.test = Some(t);
+                r
+            })
+            .collect(),
+    }
+}
+
+/// One execution in a fresh container; never fails: what goes wrong is the result.
+fn execute_one(
+    store: &Store,
+    id: &str,
+    step: &StepPlan,
+    stdin: Option<&Path>,
+    expected: Option<&str>,
+    null: &OwnedFd,
+) -> ExecResult {
+    match Execution::create(store, id, &step.bundle, stdin, null) {
+        Ok(mut x) => {
+            let r = x.supervise(step, expected);
+            x.remove(store);
+            r
+        }
+        Err(Refusal::Program(message)) => ExecResult {
+            verdict: Some(Verdict::RuntimeError),
+            message: Some(message),
+            ..Default::default()
+        },
+        Err(Refusal::Internal(message)) => internal(id, message),
+    }
+}
+
+fn internal(id: &str, message: String) -> ExecResult {
+    tracing::error!("run container {id}: {message}");
+    ExecResult {
+        verdict: Some(Verdict::InternalError),
+        message: Some(message),
+        ..Default::default()
+    }
+}
+
+/// Why an execution did not start: the program's fault (missing, not executable) or
+/// the service's.
+enum Refusal {
+    Program(String),
+    Internal(String),
+}
+
+impl From<RuntimeError> for Refusal {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::InitConfig { reason, .. } | RuntimeError::Init { reason, .. } => {
+                Refusal::Program(reason)
+            }
+            other => Refusal::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A created container, its pipes and its cgroup.
+struct Execution {
+    id: String,
+    created: Created,
+    cgroup: Option<Cgroup>,
+    out: Output,
+    err: Output,
+    started: Instant,
+}
+
+impl Execution {
+    /// Creates the container with `stdin` (or /dev/null) and two pipes as its stdio,
+    /// and starts it.
+    fn create(
+        store: &Store,
+        id: &str,
+        bundle: &Path,
+        stdin: Option<&Path>,
+        null: &OwnedFd,
+    ) -> Result<Self, Refusal> {
+        let sys =
+            |what: &'static str| move |e: nix::Error| Refusal::Internal(format!("{what}: {e}"));
+        let input = match stdin {
+            Some(p) => nix::fcntl::open(
+                p,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| Refusal::Internal(format!("open {}: {e}", p.display())))?,
+            None => null
+                .try_clone()
+                .map_err(|e| Refusal::Internal(format!("dup /dev/null: {e}")))?,
+        };
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        // The init inherits fds 0-2 (the runtime closes everything above).
+        nix::unistd::dup2_stdin(&input).map_err(sys("dup2 stdin"))?;
+        nix::unistd::dup2_stdout(&out_w).map_err(sys("dup2 stdout"))?;
+        nix::unistd::dup2_stderr(&err_w).map_err(sys("dup2 stderr"))?;
+        drop((input, out_w, err_w));
+        let opts = CreateOptions {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            ..CreateOptions::default()
+        };
+        let created = create_with(store, &opts, None);
+        // Let go of the write ends: EOF then means every writer is gone.
+        let _ = nix::unistd::dup2_stdin(null);
+        let _ = nix::unistd::dup2_stdout(null);
+        let _ = nix::unistd::dup2_stderr(null);
+        let created = created?;
+        let cgroup = CgroupPath::parse(
+            Some(&created.record.cgroup_path),
+            id,
+            created.record.systemd_cgroup,
+        )
+        .and_then(|p| Cgroup::open(&p));
+        let mut x = Execution {
+            id: id.to_string(),
+            cgroup: None,
+            created,
+            out: Output::new(out_r),
+            err: Output::new(err_r),
+            started: Instant::now(),
+        };
+        match cgroup {
+            Ok(c) => x.cgroup = Some(c),
+            Err(e) => {
+                x.remove(store);
+                return Err(Refusal::Internal(format!("open the cgroup: {e}")));
+            }
+        }
+        x.started = Instant::now();
+        if let Err(e) = ops::start(store, id) {
+            x.remove(store);
+            return Err(e.into());
+        }
+        Ok(x)
+    }
+
+    /// Waits for the init to exit, enforcing the limits; then measures.
+    fn supervise(&mut self, step: &StepPlan, expected: Option<&str>) -> ExecResult {
+        let cpu_limit_ns = step.cpu_time_ms.saturating_mul(1_000_000);
+        let wall_deadline = self.started + Duration::from_millis(step.wall_time_ms);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let mut end = Ending::default();
+        let mut buf = vec![0u8; CHUNK];
+        let mut exited_at: Option<Instant> = None;
+        let mut killed = false;
+        loop {
+            let now = Instant::now();
+            if exited_at.is_none() && !killed {
+                if now >= wall_deadline {
+                    end.wall_exceeded = true;
+                    self.kill();
+                    killed = true;
+                } else if let Some(used) = self.cpu_used()
+                    && used >= cpu_limit_ns
+                {
+                    end.cpu_exceeded = true;
+                    self.kill();
+                    killed = true;
+                }
+            }
+            if let Some(t) = exited_at
+                && (self.out.closed() && self.err.closed() || t.elapsed() >= DRAIN_GRACE)
+            {
+                break;
+            }
+            let timeout = match exited_at {
+                Some(t) => DRAIN_GRACE.saturating_sub(t.elapsed()),
+                None if killed => Duration::from_millis(100),
+                None => {
+                    // CPU time grows at most `cpus` times as fast as wall time: poll the
+                    // cgroup no later than the limit could be reached.
+                    let cpu_left = cpu_limit_ns.saturating_sub(self.cpu_used().unwrap_or(0));
+                    let cpu_wait = Duration::from_nanos(cpu_left / cpus)
+                        .clamp(Duration::from_millis(1), Duration::from_millis(250));
+                    cpu_wait.min(wall_deadline.saturating_duration_since(now))
+                }
+            };
+            let (out_ready, err_ready, init_done) = self.wait(exited_at.is_none(), timeout);
+            let over_out = out_ready && self.out.read(&mut buf, step.output_bytes);
+            let over_err = err_ready && self.err.read(&mut buf, step.output_bytes);
+            if (over_out || over_err) && !killed {
+                end.output_exceeded = true;
+                // Past the init's exit the pipes just stop being read.
+                if exited_at.is_none() {
+                    self.kill();
+                    killed = true;
+                }
+            }
+            if init_done && exited_at.is_none() {
+                exited_at = Some(Instant::now());
+            }
+        }
+        let wall = exited_at.unwrap_or_else(Instant::now) - self.started;
+        let status = loop {
+            match waitpid(self.created.pid, None) {
+                Err(nix::Error::EINTR) => continue,
+                other => break other,
+            }
+        };
+        match status {
+            Ok(WaitStatus::Exited(_, code)) => end.exit_code = Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => end.signal = Some(sig as i32),
+            other => {
+                return internal(&self.id, format!("wait for the init: {other:?}"));
+            }
+        }
+        let mut r = ExecResult {
+            wall_time_ms: wall.as_millis() as u64,
+            exit_code: end.exit_code,
+            signal: end.signal,
+            ..Default::default()
+        };
+        match self.cgroup.as_ref().map(|c| c.stats()) {
+            Some(Ok(s)) => {
+                let cpu_ns = s.cpu.map_or(0, |c| c.usage_total_ns);
+                r.cpu_time_ms = cpu_ns / 1_000_000;
+                if cpu_ns >= cpu_limit_ns {
+                    end.cpu_exceeded = true;
+                }
+                if let Some(m) = s.memory {
+                    r.memory_peak_bytes = m.peak.unwrap_or(m.usage);
+                    end.oom_killed = m.oom_kill_count.unwrap_or(0) > 0;
+                }
+            }
+            Some(Err(e)) => return internal(&self.id, format!("read the cgroup's usage: {e}")),
+            None => {}
+        }
+        let compare = step.compare;
+        let stdout = &self.out.data;
+        r.verdict = Some(judge(&end, || {
+            expected.is_some_and(|e| !same_output(stdout, e.as_bytes(), compare))
+        }));
+        r.set_stdout(&self.out.data, self.out.truncated);
+        r.set_stderr(&self.err.data, self.err.truncated);
+        r
+    }
+
+    fn cpu_used(&self) -> Option<u64> {
+        self.cgroup.as_ref()?.cpu_usage_ns().ok()
+    }
+
+    /// Kills the init; its pid namespace, so every process of the execution, goes too.
+    fn kill(&self) {
+        if let Err(e) = pidfd_send_signal(&self.created.pidfd, libc::SIGKILL)
+            && e != nix::Error::ESRCH
+        {
+            tracing::warn!("run container {}: kill: {e}", self.id);
+        }
+    }
+
+    /// Polls the open pipes (and the pidfd while `watch_init`).
+    fn wait(&self, watch_init: bool, timeout: Duration) -> (bool, bool, bool) {
+        let mut fds = Vec::with_capacity(3);
+        let mut which = Vec::with_capacity(3);
+        for (i, o) in [&self.out, &self.err].into_iter().enumerate() {
+            if let Some(fd) = &o.fd {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        if watch_init {
+            fds.push(PollFd::new(self.created.pidfd.as_fd(), PollFlags::POLLIN));
+            which.push(2);
+        }
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        if let Err(e) = poll(&mut fds, ms)
+            && e != nix::Error::EINTR
+        {
+            tracing::warn!("run container {}: poll: {e}", self.id);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut ready = [false; 3];
+        for (fd, &i) in fds.iter().zip(&which) {
+            ready[i] = fd.revents().is_some_and(|r| !r.is_empty());
+        }
+        (ready[0], ready[1], ready[2])
+    }
+
+    /// Kills and removes the container (its cgroup and state).
+    fn remove(&mut self, store: &Store) {
+        self.kill();
+        let _ = waitpid(self.created.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        if let Err(e) = ops::delete(store, &self.id, true) {
+            tracing::error!("remove run container {}: {e}", self.id);
+        }
+    }
+}
+
+/// One output pipe and what was read of it.
+struct Output {
+    /// `None` at EOF.
+    fd: Option<OwnedFd>,
+    data: Vec<u8>,
+    truncated: bool,
+}
+
+impl Output {
+    fn new(fd: OwnedFd) -> Self {
+        let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        Output {
+            fd: Some(fd),
+            data: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// Reads what is there; returns whether the cap was just passed. Past the cap the
+    /// pipe is closed: a writer then gets `EPIPE` (and `SIGPIPE`).
+    fn read(&mut self, buf: &mut [u8], cap: u64) -> bool {
+        let Some(fd) = &self.fd else { return false };
+        loop {
+            match nix::unistd::read(fd, buf) {
+                Ok(0) => {
+                    self.fd = None;
+                    return false;
+                }
+                Ok(n) => {
+                    let room = (cap as usize).saturating_sub(self.data.len());
+                    if n > room {
+                        self.data.extend_from_slice(&buf[..room]);
+                        self.truncated = true;
+                        self.fd = None;
+                        return true;
+                    }
+                    self.data.extend_from_slice(&buf[..n]);
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// The run directory must be a plain absolute path inside `data`.
+pub fn check_dir(data: &Path, dir: &Path) -> Result<PathBuf, LauncherError> {
+    let plain = dir.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    });
+    if !plain || !dir.starts_with(data) || dir == data {
+        return Err(LauncherError::bad_request(format!(
+            "run dir {}: not a plain absolute path inside {}",
+            dir.display(),
+            data.display()
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
