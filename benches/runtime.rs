@@ -397,6 +397,76 @@ fn run_scenario(scenario: &Scenario, runtimes: &[Runtime; 2], iters: usize) -> R
     Ok(())
 }
 
+/// `POST /v1/runs` of /bin/true at 1 and 2 concurrent clients, against `runc run` of
+/// the same program by as many concurrent callers: runs per second, median and p99.
+fn run_throughput(server: &Server, runc: &Runtime, bundle: &Path, total: usize) -> Result<(), String> {
+    println!("\n== runs: POST /v1/runs of /bin/true (one fresh container per run) vs `runc run` of");
+    println!("   the same program, {total} runs per tool and client count");
+    let body = r#"{"image":"busybox","steps":[{"name":"run","args":["/bin/true"]}]}"#;
+    let bundle = bundle.to_string_lossy().to_string();
+    for clients in [1usize, 2] {
+        println!(
+            "   {:<8} {:>8} {:>8} {:>10} {:>10}",
+            "tool", "clients", "runs/s", "median ms", "p99 ms"
+        );
+        let mut rates = [0.0; 2];
+        for (k, name) in ["corral", "runc"].into_iter().enumerate() {
+            let per = total / clients;
+            let started = Instant::now();
+            let results: Vec<Result<Vec<Duration>, String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..clients)
+                    .map(|c| {
+                        let bundle = &bundle;
+                        scope.spawn(move || {
+                            let mut lat = Vec::with_capacity(per);
+                            for i in 0..per {
+                                let t = Instant::now();
+                                if k == 0 {
+                                    server.call("POST", "/v1/runs", Some(body), 200)?;
+                                } else {
+                                    let id = format!("bench-runs-{clients}-{c}-{i}");
+                                    runc.run(&["run", "--bundle", bundle, &id]).inspect_err(|_| {
+                                        runc.force_delete(&id);
+                                    })?;
+                                }
+                                lat.push(t.elapsed());
+                            }
+                            Ok(lat)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("client thread panicked".into())))
+                    .collect()
+            });
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut lat = Vec::new();
+            for r in results {
+                lat.extend(r?);
+            }
+            lat.sort();
+            rates[k] = lat.len() as f64 / elapsed;
+            println!(
+                "   {:<8} {:>8} {:>8.1} {:>10.2} {:>10.2}",
+                name,
+                clients,
+                rates[k],
+                percentile(&lat, 50.0),
+                percentile(&lat, 99.0)
+            );
+            println!(
+                "RESULT scenario=runs tool={name} clients={clients} runs_per_s={:.1} median_ms={:.3} p99_ms={:.3}",
+                rates[k],
+                percentile(&lat, 50.0),
+                percentile(&lat, 99.0)
+            );
+        }
+        println!("   corral/runc throughput ratio at {clients} client(s): {:.2}", rates[0] / rates[1]);
+    }
+    Ok(())
+}
+
 fn required_path(var: &str) -> Result<PathBuf, String> {
     let value = env::var_os(var)
         .filter(|v| !v.is_empty())
@@ -449,6 +519,12 @@ fn run() -> Result<(), String> {
             run_scenario(&scenario, &runtimes, iters)?;
             ran += 1;
         }
+    }
+    if filter.is_empty() || filter.iter().any(|f| "runs".contains(f.as_str())) {
+        let server = Server::start(&runtimes[0].bin, &work.0.join("runs"))?;
+        let bundle = make_bundle(&work.0.join("bundle-runs"), &rootfs, &["/bin/true"])?;
+        run_throughput(&server, &runtimes[1], &bundle, iters.max(20) * 4)?;
+        ran += 1;
     }
     if ran == 0 {
         return Err(format!("no scenario matches {filter:?}"));

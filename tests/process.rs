@@ -288,3 +288,54 @@ fn program_starts_with_default_signal_dispositions() {
     assert_eq!(field("SigIgn:"), "0000000000000000", "{}", out.stdout);
     assert_eq!(field("SigBlk:"), "0000000000000000", "{}", out.stdout);
 }
+
+/// The reaper annotation: the program is pid 2 under a pid 1 that reports its wait
+/// status on the preserved fd, so a signal the program sends itself kills it.
+#[test]
+fn reaper_runs_the_program_as_pid_2_and_reports_its_status() {
+    let c = Corral::new("proc-reaper");
+    let mut b = Bundle::new();
+    b.set(
+        "/annotations",
+        json!({"org.corral.init.reaper-status-fd": "3"}),
+    )
+    .set("/process/user", json!({"uid": 1000, "gid": 1000}))
+    .args(&["sh", "-c", "echo pid=$$; kill -TERM $$; echo survived"]);
+    b.write();
+    let status = tempfile::NamedTempFile::new().unwrap();
+    let script = format!(
+        "exec {} --root {} run --preserve-fds 1 --bundle {} {} 3>{}",
+        common::CORRAL,
+        c.root().display(),
+        b.path().display(),
+        c.id("a"),
+        status.path().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = common::Outcome::from_output("corral run (reaper)", out).ok();
+    assert_eq!(out.lines(), vec!["pid=2".to_string()], "{out}");
+    let raw = std::fs::read(status.path()).unwrap();
+    assert_eq!(raw.len(), 4, "no status reported: {raw:?}");
+    let st = i32::from_ne_bytes(raw.try_into().unwrap());
+    assert!(libc::WIFSIGNALED(st), "status {st:#x}");
+    assert_eq!(libc::WTERMSIG(st), libc::SIGTERM);
+
+    // Refused: the fd is not preserved; a root process.
+    let out = c.exec(&["run", "--bundle", &b.path().to_string_lossy(), &c.id("b")]);
+    out.fails().one_line_error(&["org.corral.init.reaper-status-fd", "preserve"]);
+    b.set("/process/user", json!({"uid": 0, "gid": 0}));
+    b.write();
+    let out = c.exec(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "--bundle",
+        &b.path().to_string_lossy(),
+        &c.id("c"),
+    ]);
+    out.fails().one_line_error(&["org.corral.init.reaper-status-fd", "non-root"]);
+}

@@ -75,6 +75,15 @@ pub fn create_with(
     id::validate(&opts.id)?;
     let (bundle, spec) = super::spec::load_bundle(&opts.bundle)?;
     let plan = plan::build(&spec, &bundle, &opts.id, opts.systemd_cgroup)?;
+    if let Some(fd) = plan.reaper_status_fd
+        && fd >= 3 + opts.preserve_fds
+    {
+        return Err(Error::Usage(format!(
+            "{}: fd {fd} is not among the preserved fds (--preserve-fds {})",
+            plan::REAPER_ANNOTATION,
+            opts.preserve_fds
+        )));
+    }
     let has_console = console.is_some() || opts.console_socket.is_some();
     if plan.process.terminal && !has_console {
         return Err(Error::Usage(

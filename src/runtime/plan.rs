@@ -113,7 +113,17 @@ pub struct Plan {
     pub cgroup_path: CgroupPath,
     pub resources: Option<LinuxResources>,
     pub annotations: HashMap<String, String>,
+    /// From the [`REAPER_ANNOTATION`]: the init stays as pid 1, reaps, and reports the
+    /// program's wait status on this fd (one of the preserved fds).
+    pub reaper_status_fd: Option<i32>,
 }
+
+/// `org.corral.init.reaper-status-fd: "<fd>"`: the program runs as pid 2 under a small
+/// pid 1 that reaps orphans and, when the program ends, writes its raw wait status (a
+/// native-endian `i32`) to `<fd>` and exits. A program that is not pid 1 of its pid
+/// namespace gets the ordinary signal semantics (`raise`, `abort`, `SIGXFSZ`,
+/// `SIGXCPU` kill it), which judged runs rely on. Only for non-root processes: that pid
+/// 1 is the runtime's own code, kept non-dumpable for its whole life.
 
 impl Plan {
     pub fn has_new(&self, ns: CloneFlags) -> bool {
@@ -127,6 +137,43 @@ impl Plan {
                 .iter()
                 .any(|j| j.kind == CloneFlags::CLONE_NEWUSER)
     }
+}
+
+pub const REAPER_ANNOTATION: &str = "org.corral.init.reaper-status-fd";
+
+fn reaper_status_fd(spec: &Spec) -> Result<Option<i32>, SpecError> {
+    let Some(value) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REAPER_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    let field = format!("annotations.{REAPER_ANNOTATION}");
+    let fd: i32 = value
+        .parse()
+        .ok()
+        .filter(|fd| *fd >= 3)
+        .ok_or_else(|| SpecError::invalid(&field, format!("{value:?}: expected an fd number >= 3")))?;
+    let uid = spec.process().as_ref().map_or(0, |p| p.user().uid());
+    if uid == 0 {
+        return Err(SpecError::invalid(
+            &field,
+            "only for a non-root process (pid 1 stays the runtime's own code)",
+        ));
+    }
+    if !spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        })
+    {
+        return Err(SpecError::invalid(&field, "needs a new pid namespace"));
+    }
+    Ok(Some(fd))
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -298,6 +345,7 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
         cgroup_path,
         resources: with_default_device_rules(linux.resources().clone()),
         annotations: spec.annotations().clone().unwrap_or_default(),
+        reaper_status_fd: reaper_status_fd(spec)?,
     })
 }
 

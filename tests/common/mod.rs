@@ -11,6 +11,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;

@@ -108,12 +108,58 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     // The runtime's dispositions must not reach the program: Rust ignores SIGPIPE, and
     // ignored signals survive execve. Handled signals reset themselves at exec.
     reset_signals();
+    if let Some(status_fd) = plan.reaper_status_fd {
+        // SAFETY: the init is single-threaded (a clone of the single-threaded runtime),
+        // so the child may run any code until it execs.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => fail(&format!("fork the program under the reaper: {e}"), 1),
+            Ok(nix::unistd::ForkResult::Parent { child }) => reap(child, status_fd),
+            Ok(nix::unistd::ForkResult::Child) => {
+                // SAFETY: the status fd is the reaper's; the program must not hold it.
+                unsafe { libc::close(status_fd) };
+            }
+        }
+    }
     let e = exec::execve(&ready.program, &plan.process.args, &plan.process.env);
     let code = if e == nix::Error::ENOENT { 127 } else { 126 };
     fail(
         &format!("exec {}: {e}", ready.program.to_string_lossy()),
         code,
     )
+}
+
+/// pid 1 under the reaper annotation: holds no fd but `status_fd` (so the exec fifo,
+/// stdio and the rest close with the program's), reaps every child until `program`
+/// exits, writes its raw wait status to `status_fd` and exits, taking the pid
+/// namespace (and whatever the program left running) with it.
+fn reap(program: nix::unistd::Pid, status_fd: i32) -> ! {
+    close_all_but(status_fd);
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid with a valid pointer to a c_int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == program.as_raw() {
+            let bytes = status.to_ne_bytes();
+            // SAFETY: writing a 4-byte buffer to our own fd.
+            let _ = unsafe { libc::write(status_fd, bytes.as_ptr().cast(), bytes.len()) };
+            exit_now(0);
+        }
+        if pid < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            // ECHILD: the program is gone without a status for us (cannot happen).
+            exit_now(1);
+        }
+    }
+}
+
+/// Closes every fd but `keep`.
+fn close_all_but(keep: i32) {
+    for (first, last) in [(0, keep - 1), (keep + 1, i32::MAX)] {
+        if first <= last {
+            // SAFETY: close_range on our own fd table; nothing in this process uses the
+            // closed fds again (the reaper only waits and writes to `keep`).
+            unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        }
+    }
 }
 
 fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {

@@ -8,7 +8,7 @@
 //! the init (so its whole pid namespace) at the first limit reached: CPU time, wall
 //! time or output size. Memory limits are the kernel's (the cgroup's OOM counter).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::runtime::state::Store;
 use crate::service::runs::result::{
     ExecResult, PLAN_FILE, Plan, RESULT_FILE, RunResult, Status, StepPlan, StepResult,
 };
+use crate::service::runs::spec::STATUS_FD;
 use crate::service::runs::verdict::{Ending, Verdict, judge, same_output};
 
 /// After the init has exited, how long to wait for the pipes to close (its pid
@@ -61,6 +62,14 @@ pub fn spawn(
             .try_clone_to_owned()
             .ok()
             .map(|fd| log_to(std::fs::File::from(fd)));
+        // fd 3 is where each container's reaper gets its status pipe: keep it free.
+        let report = match reserve_status_fd(report) {
+            Ok(r) => r,
+            Err((report, e)) => {
+                send_report(report, &Outcome::error(&e));
+                return 0;
+            }
+        };
         let outcome = match execute(root, run_dir) {
             Ok(()) => Outcome::Ran,
             Err(e) => Outcome::error(&e),
@@ -68,6 +77,32 @@ pub fn spawn(
         send_report(report, &outcome);
         0
     })
+}
+
+/// Moves `report` above fd 3 (if it is fd 3) and holds fd 3 with `/dev/null`, so that
+/// no fd the runner opens later lands on it.
+fn reserve_status_fd(report: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)> {
+    let report = if report.as_raw_fd() == STATUS_FD {
+        match nix::fcntl::fcntl(&report, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STATUS_FD + 1)) {
+            Ok(fd) => {
+                drop(report);
+                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            }
+            Err(e) => return Err((report, LauncherError::sys("move the report pipe")(e))),
+        }
+    } else {
+        report
+    };
+    match nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(null) => {
+            // SAFETY: fd 3 is free (no owner closes it later); it stays open, on
+            // /dev/null, for the runner's lifetime.
+            unsafe { libc::dup2(null.as_raw_fd(), STATUS_FD) };
+            Ok(report)
+        }
+        Err(e) => Err((report, LauncherError::sys("open /dev/null")(e))),
+    }
 }
 
 /// Executes the plan in `run_dir`; writes `result.json`.
@@ -183,10 +218,19 @@ fn execute_one(
     expected: Option<&str>,
     null: &OwnedFd,
 ) -> ExecResult {
+    let t0 = Instant::now();
     match Execution::create(store, id, &step.bundle, stdin, null) {
         Ok(mut x) => {
+            let t1 = Instant::now();
             let r = x.supervise(step, expected);
+            let t2 = Instant::now();
             x.remove(store);
+            tracing::debug!(
+                "run container {id}: create+start {:?}, run {:?}, remove {:?}",
+                t1 - t0,
+                t2 - t1,
+                t2.elapsed()
+            );
             r
         }
         Err(Refusal::Program(message)) => ExecResult {
@@ -230,6 +274,8 @@ struct Execution {
     id: String,
     created: Created,
     cgroup: Option<Cgroup>,
+    /// The reaper writes the program's raw wait status here.
+    status: OwnedFd,
     out: Output,
     err: Output,
     started: Instant,
@@ -258,16 +304,26 @@ impl Execution {
                 .try_clone()
                 .map_err(|e| Refusal::Internal(format!("dup /dev/null: {e}")))?,
         };
+        let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         // The init inherits fds 0-2 (the runtime closes everything above).
         nix::unistd::dup2_stdin(&input).map_err(sys("dup2 stdin"))?;
         nix::unistd::dup2_stdout(&out_w).map_err(sys("dup2 stdout"))?;
         nix::unistd::dup2_stderr(&err_w).map_err(sys("dup2 stderr"))?;
-        drop((input, out_w, err_w));
+        // SAFETY: fd 3 is kept free for this (see `reserve_status_fd`).
+        let status_fd = unsafe { libc::dup2(status_w.as_raw_fd(), STATUS_FD) };
+        if status_fd != STATUS_FD {
+            return Err(Refusal::Internal(format!(
+                "dup2 the status pipe to fd {STATUS_FD}: {}",
+                nix::Error::last()
+            )));
+        }
+        drop((input, out_w, err_w, status_w));
         let opts = CreateOptions {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
+            preserve_fds: STATUS_FD - 2,
             ..CreateOptions::default()
         };
         let created = create_with(store, &opts, None);
@@ -275,6 +331,8 @@ impl Execution {
         let _ = nix::unistd::dup2_stdin(null);
         let _ = nix::unistd::dup2_stdout(null);
         let _ = nix::unistd::dup2_stderr(null);
+        // SAFETY: fd 3 is ours (the status pipe's write end, just handed to the init).
+        unsafe { libc::dup2(null.as_raw_fd(), STATUS_FD) };
         let created = created?;
         let cgroup = CgroupPath::parse(
             Some(&created.record.cgroup_path),
@@ -286,6 +344,7 @@ impl Execution {
             id: id.to_string(),
             cgroup: None,
             created,
+            status: status_r,
             out: Output::new(out_r),
             err: Output::new(err_r),
             started: Instant::now(),
@@ -368,10 +427,14 @@ impl Execution {
                 other => break other,
             }
         };
-        match status {
-            Ok(WaitStatus::Exited(_, code)) => end.exit_code = Some(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => end.signal = Some(sig as i32),
-            other => {
+        // The program's own status, from the reaper; without one (the init was killed
+        // at a limit), the init's.
+        match (self.program_status(), status) {
+            (Some(raw), _) if libc::WIFEXITED(raw) => end.exit_code = Some(libc::WEXITSTATUS(raw)),
+            (Some(raw), _) if libc::WIFSIGNALED(raw) => end.signal = Some(libc::WTERMSIG(raw)),
+            (_, Ok(WaitStatus::Exited(_, code))) => end.exit_code = Some(code),
+            (_, Ok(WaitStatus::Signaled(_, sig, _))) => end.signal = Some(sig as i32),
+            (_, other) => {
                 return internal(&self.id, format!("wait for the init: {other:?}"));
             }
         }
@@ -404,6 +467,15 @@ impl Execution {
         r.set_stdout(&self.out.data, self.out.truncated);
         r.set_stderr(&self.err.data, self.err.truncated);
         r
+    }
+
+    /// The wait status the reaper reported, if it did (the init has exited).
+    fn program_status(&self) -> Option<libc::c_int> {
+        let mut buf = [0u8; 4];
+        match nix::unistd::read(&self.status, &mut buf) {
+            Ok(4) => Some(libc::c_int::from_ne_bytes(buf)),
+            _ => None,
+        }
     }
 
     fn cpu_used(&self) -> Option<u64> {

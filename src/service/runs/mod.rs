@@ -11,7 +11,7 @@
 pub mod limits;
 pub mod request;
 pub mod result;
-mod spec;
+pub mod spec;
 pub mod verdict;
 mod workspace;
 

@@ -10,6 +10,10 @@ use oci_spec::runtime::Spec;
 use serde_json::json;
 
 use super::limits::RunLimits;
+use crate::runtime::plan::REAPER_ANNOTATION;
+
+/// The fd on which the containers' reaper reports the program's wait status.
+pub const STATUS_FD: i32 = 3;
 use crate::service::sandbox::default_seccomp;
 
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -55,6 +59,9 @@ pub fn build(s: &StepSpec<'_>) -> Result<Spec, String> {
         "ociVersion": crate::runtime::OCI_VERSION,
         "root": { "path": s.rootfs, "readonly": true },
         "hostname": "sandbox",
+        // The program runs as pid 2 under a reaper that reports its status on fd 3:
+        // signals it sends itself (abort, raise) and SIGXFSZ/SIGXCPU then act as usual.
+        "annotations": { REAPER_ANNOTATION: STATUS_FD.to_string() },
         "process": {
             "terminal": false,
             "user": { "uid": s.uid, "gid": s.gid, "additionalGids": [] },

@@ -1,0 +1,324 @@
+//! Judged runs over HTTP (`POST /v1/runs`): every verdict from real programs, the
+//! isolation between steps and test cases, limits, bad input, the queue and metrics.
+//!
+//! The busybox image is always there (the service builds it on first start); the
+//! python and gcc images come from `make images` (CORRAL_TEST_IMAGES, set by the
+//! Makefile) and their tests fail loudly when it is missing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{ADMIN, Server, USER, call};
+use serde_json::{Value, json};
+
+async fn run(s: &Server, body: Value) -> (u16, Value) {
+    call(reqwest::Method::POST, &s.url("/v1/runs"), Some(USER), Some(body)).await
+}
+
+/// Runs `body` and returns the result, asserting a 200.
+async fn run_ok(s: &Server, body: Value) -> Value {
+    let (status, v) = run(s, body.clone()).await;
+    assert_eq!(status, 200, "{body}\n-> {v}");
+    v
+}
+
+/// The results of step `i`.
+fn results(v: &Value, step: usize) -> &Vec<Value> {
+    v["steps"][step]["results"].as_array().unwrap()
+}
+
+fn verdict(r: &Value) -> &str {
+    r["verdict"].as_str().unwrap()
+}
+
+/// A one-step busybox run of `sh -c script` with `limits`; returns its one result.
+async fn sh(s: &Server, script: &str, limits: Value) -> Value {
+    let v = run_ok(
+        s,
+        json!({"image": "busybox", "steps": [{"name": "s", "args": ["sh", "-c", script], "limits": limits}]}),
+    )
+    .await;
+    results(&v, 0)[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_from_busybox_programs() {
+    let s = Server::start();
+    let r = sh(&s, "echo hello; echo oops >&2", json!({})).await;
+    assert_eq!(verdict(&r), "OK", "{r}");
+    assert_eq!(r["stdout"], "hello\n");
+    assert_eq!(r["stderr"], "oops\n");
+    assert_eq!(r["exit_code"], 0);
+
+    let r = sh(&s, "exit 3", json!({})).await;
+    assert_eq!(verdict(&r), "RUNTIME_ERROR", "{r}");
+    assert_eq!(r["exit_code"], 3);
+
+    let r = sh(&s, "while :; do :; done", json!({"cpu_time_ms": 300})).await;
+    assert_eq!(verdict(&r), "TIME_LIMIT", "{r}");
+    let cpu = r["cpu_time_ms"].as_u64().unwrap();
+    assert!((300..600).contains(&cpu), "cpu time {cpu} not close to the limit: {r}");
+
+    let r = sh(&s, "sleep 30", json!({"wall_time_ms": 300})).await;
+    assert_eq!(verdict(&r), "WALL_TIME_LIMIT", "{r}");
+    let wall = r["wall_time_ms"].as_u64().unwrap();
+    assert!((300..3000).contains(&wall), "wall time {wall}: {r}");
+
+    let r = sh(&s, "x=a; while :; do x=$x$x; done", json!({"memory_bytes": 32 << 20})).await;
+    assert_eq!(verdict(&r), "MEMORY_LIMIT", "{r}");
+    assert!(r["memory_peak_bytes"].as_u64().unwrap() > 16 << 20, "{r}");
+
+    let r = sh(&s, "yes", json!({"output_bytes": 1000})).await;
+    assert_eq!(verdict(&r), "OUTPUT_LIMIT", "{r}");
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 1000);
+    assert_eq!(r["stdout_truncated"], true);
+
+    // A file past file_size_bytes: SIGXFSZ.
+    let r = sh(&s, "head -c 100000 /dev/zero > /tmp/f", json!({"file_size_bytes": 4096})).await;
+    assert_eq!(verdict(&r), "OUTPUT_LIMIT", "{r}");
+
+    // The program is not pid 1 of its namespace: a signal it sends itself kills it.
+    let r = sh(&s, "kill -SEGV $$", json!({})).await;
+    assert_eq!(verdict(&r), "SIGNALED", "{r}");
+    assert_eq!(r["signal"], libc::SIGSEGV);
+    assert_eq!(r["exit_code"], Value::Null);
+
+    let r = sh(&s, "printf '\\377\\376'", json!({})).await;
+    assert_eq!(r["stdout_encoding"], "base64", "{r}");
+    assert_eq!(r["stdout"], "//4=");
+
+    // A program that cannot be started.
+    let v = run_ok(
+        &s,
+        json!({"image": "busybox", "steps": [{"name": "s", "args": ["/no/such/program"]}]}),
+    )
+    .await;
+    let r = &results(&v, 0)[0];
+    assert_eq!(verdict(r), "RUNTIME_ERROR", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("/no/such/program"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_identity_and_isolation() {
+    let s = Server::start();
+    let r = sh(
+        &s,
+        "id -u; id -g; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t ' ' '; \
+         ulimit -c; hostname; ls /sys 2>&1 | head -1; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
+        json!({}),
+    )
+    .await;
+    let out = r["stdout"].as_str().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000", "{out}");
+    assert_eq!(lines[1], "1000", "{out}");
+    assert!(out.contains("CapEff: 0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs: 1"), "{out}");
+    assert!(out.contains("Seccomp: 2"), "{out}");
+    assert!(lines.contains(&"0"), "core dumps are not off: {out}");
+    assert!(lines.contains(&"sandbox"), "{out}");
+    // Only loopback in the network namespace.
+    assert_eq!(lines.last(), Some(&"lo"), "{out}");
+
+    // The image is read-only; the workspace of a step is writable.
+    let r = sh(&s, "touch /etc/x 2>&1; touch /box/y && echo box-ok", json!({})).await;
+    let out = r["stdout"].as_str().unwrap();
+    assert!(out.contains("Read-only file system"), "{r}");
+    assert!(out.contains("box-ok"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_carries_over_and_tests_cannot_see_each_other() {
+    let s = Server::start();
+    let v = run_ok(
+        &s,
+        json!({
+            "image": "busybox",
+            "files": [{"path": "src/in.txt", "content": "41\n"}, {"path": "run.sh", "content": "IyEvYmluL3NoCnJlYWQgeDsgZWNobyAkKCh4KzEpKQo=", "encoding": "base64", "mode": 493}],
+            "steps": [
+                {"name": "build", "args": ["sh", "-c", "cp src/in.txt built.txt && echo built"]},
+                {"name": "run", "args": ["sh", "-c", "cat built.txt; ./run.sh; ls /tmp; echo mark > /tmp/mark; echo w > /box/w 2>/dev/null || echo ro"],
+                 "tests": [
+                    {"stdin": "1\n", "expected_stdout": "41\n2\nro\n"},
+                    {"stdin": "2\n", "expected_stdout": "41\n3\nro\n"},
+                    {"stdin": "2\n", "expected_stdout": "wrong"}
+                 ]}
+            ]
+        }),
+    )
+    .await;
+    assert_eq!(v["steps"][0]["status"], "ok", "{v}");
+    let tests = results(&v, 1);
+    // Each test starts with an empty /tmp (the first test's mark is not seen), and the
+    // workspace is read-only.
+    assert_eq!(verdict(&tests[0]), "OK", "{v}");
+    assert_eq!(verdict(&tests[1]), "OK", "{v}");
+    assert_eq!(verdict(&tests[2]), "WRONG_ANSWER", "{v}");
+    assert_eq!(tests[2]["test"], 2);
+    assert_eq!(v["steps"][1]["status"], "failed");
+    assert_eq!(v["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_skips_the_rest() {
+    let s = Server::start();
+    let v = run_ok(
+        &s,
+        json!({"image": "busybox", "steps": [
+            {"name": "compile", "args": ["sh", "-c", "echo 'main.c:1: error' >&2; exit 1"]},
+            {"name": "run", "args": ["true"], "tests": [{"stdin": ""}]}
+        ]}),
+    )
+    .await;
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["steps"][0]["status"], "failed");
+    assert_eq!(results(&v, 0)[0]["stderr"], "main.c:1: error\n");
+    assert_eq!(v["steps"][1]["status"], "skipped", "{v}");
+    assert!(
+        v["steps"][1]["reason"].as_str().unwrap().contains("compile"),
+        "{v}"
+    );
+    assert!(results(&v, 1).is_empty());
+}
+
+/// The pids of host processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_processes_and_fork_bombs_end_with_the_run() {
+    let s = Server::start();
+    let r = sh(&s, "sleep 4321 & sleep 4322 & echo started", json!({})).await;
+    assert_eq!(verdict(&r), "OK", "{r}");
+    assert!(processes_with("sleep 432").is_empty(), "background processes survived");
+
+    let r = sh(&s, "f() { f | f & }; f; sleep 2", json!({"pids": 32, "wall_time_ms": 1500})).await;
+    assert!(
+        ["WALL_TIME_LIMIT", "OK", "RUNTIME_ERROR"].contains(&verdict(&r)),
+        "{r}"
+    );
+    // The next run is fine.
+    let r = sh(&s, "echo fine", json!({})).await;
+    assert_eq!(verdict(&r), "OK", "{r}");
+    assert_eq!(r["stdout"], "fine\n");
+    // Nothing is left: no container state, no run directory, no workspace mount.
+    let root = s.dir.path().join("run");
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "containers left: {left:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs: Vec<_> = std::fs::read_dir(s.data().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(runs.is_empty(), "run dirs left: {runs:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&s.data().join("runs").display().to_string()),
+        "a workspace is still mounted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_and_write_nothing() {
+    let s = Server::start();
+    let step = json!([{"name": "s", "args": ["true"]}]);
+    let cases = [
+        (json!({"image": "no-such-image", "steps": step}), "image"),
+        (json!({"image": "busybox", "steps": []}), "steps"),
+        (
+            json!({"image": "busybox", "steps": [{"name": "s", "args": ["true"], "limits": {"memory_bytes": 1u64 << 40}}]}),
+            "memory_bytes",
+        ),
+        (
+            json!({"image": "busybox", "files": [{"path": "x", "content": "%%%", "encoding": "base64"}], "steps": step}),
+            "base64",
+        ),
+        (
+            json!({"image": "busybox", "files": [{"path": "../x", "content": ""}], "steps": step}),
+            "files[0].path",
+        ),
+        (
+            json!({"image": "busybox", "files": [{"path": "/etc/passwd", "content": ""}], "steps": step}),
+            "files[0].path",
+        ),
+        (json!({"image": "busybox", "steps": step, "extra": 1}), "extra"),
+    ];
+    for (body, needle) in cases {
+        let (status, v) = run(&s, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {v}");
+        assert_eq!(v["type"], "urn:corral:problem:bad-request", "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(needle), "{body} -> {v}");
+    }
+    let runs = std::fs::read_dir(s.data().join("runs")).unwrap().count();
+    assert_eq!(runs, 0, "a refused run wrote something");
+
+    // Wrong content type and no token.
+    let resp = common::server::client()
+        .post(s.url("/v1/runs"))
+        .bearer_auth(USER)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let (status, _) = call(reqwest::Method::POST, &s.url("/v1/runs"), None, Some(json!({}))).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_capacity_is_429_and_metrics_count_verdicts() {
+    let s = Server::start_with("[runs]\nmax_concurrent = 1\nmax_queued = 0\n");
+    let slow = json!({"image": "busybox", "steps": [{"name": "s", "args": ["sleep", "2"]}]});
+    let first = {
+        let url = s.url("/v1/runs");
+        let body = slow.clone();
+        tokio::spawn(async move { call(reqwest::Method::POST, &url, Some(USER), Some(body)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = common::server::client()
+        .post(s.url("/v1/runs"))
+        .bearer_auth(USER)
+        .json(&slow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let (status, v) = first.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(verdict(&results(&v, 0)[0]), "OK");
+
+    let resp = common::server::client()
+        .get(s.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    for needle in [
+        "corral_executions_total{verdict=\"OK\"} 1",
+        "corral_runs_total{outcome=\"rejected\"} 1",
+        "corral_runs_total{outcome=\"ok\"} 1",
+        "corral_run_duration_seconds_count 1",
+        "corral_run_queue_depth 0",
+        "corral_containers_alive 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
