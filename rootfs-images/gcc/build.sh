@@ -8,6 +8,12 @@ set -euo pipefail
 IMAGE_NAME=gcc
 IMAGE_PACKAGES=(gcc g++ libc6-dev)
 
+# gcc-12's lto-dump (30 MB) is a debugging tool for LTO bytecode: not needed
+# to compile and link, -flto included.
+image_slim() {
+    rm -f -- "$1"/usr/bin/lto-dump* "$1"/usr/bin/*-lto-dump-*
+}
+
 image_languages() {
     local cc cxx
     cc=$(chroot "$1" /usr/bin/gcc -dumpfullversion)

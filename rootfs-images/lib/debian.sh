@@ -6,6 +6,8 @@
 #   image_languages  a function: `image_languages ROOT` prints the JSON array of
 #                    the languages in ROOT, from the installed programs' own
 #                    version output (it may run them with `chroot ROOT ...`)
+#   image_slim       optional function: `image_slim ROOT` removes what this
+#                    image does not need, after the common slimming
 #
 # then calls `debian_image_main "$@"` (usage: build.sh OUTDIR).
 #
@@ -91,6 +93,7 @@ debian_image_main() {
 
     rm -f -- "$root/etc/dpkg/dpkg.cfg.d/corral-unsafe-io"
     _debian_image_slim "$root"
+    if declare -F image_slim >/dev/null; then image_slim "$root"; fi
     _debian_image_user "$root"
     _debian_image_metadata "$root"
     _debian_image_pyc "$root"

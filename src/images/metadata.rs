@@ -99,8 +99,7 @@ fn read(rootfs: &Path) -> Result<Vec<Language>, MetadataError> {
             errno,
         }
     })?;
-    let Some(etc) = open_optional(&root, METADATA_DIR, dir_flags | OFlag::O_RDONLY, "/etc")?
-    else {
+    let Some(etc) = open_optional(&root, METADATA_DIR, dir_flags | OFlag::O_RDONLY, "/etc")? else {
         return Ok(Vec::new());
     };
     // O_NONBLOCK: opening a fifo must not hang the service.
@@ -146,7 +145,8 @@ fn parse(text: &[u8]) -> Result<Vec<Language>, MetadataError> {
     if meta.languages.len() > MAX_LANGUAGES {
         return Err(MetadataError::TooManyLanguages);
     }
-    let ok = |s: &str| !s.is_empty() && s.len() <= MAX_FIELD_LEN && !s.chars().any(char::is_control);
+    let ok =
+        |s: &str| !s.is_empty() && s.len() <= MAX_FIELD_LEN && !s.chars().any(char::is_control);
     for l in &meta.languages {
         if !ok(&l.name) || !ok(&l.version) || l.command.as_deref().is_some_and(|c| !ok(c)) {
             return Err(MetadataError::BadField);

@@ -26,8 +26,8 @@ mod store;
 mod tree;
 
 pub use error::ImageError;
-pub use metadata::{Language, METADATA_DIR, METADATA_FILE};
 pub use info::{ImageInfo, SOURCE_OCI_LAYOUT, SOURCE_RECIPE_PREFIX, SOURCE_ROOTFS_TAR};
+pub use metadata::{Language, METADATA_DIR, METADATA_FILE};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use overlay::ContainerRootfs;
 pub use store::ImageStore;
