@@ -185,8 +185,8 @@ _debian_image_pyc() {
     [[ -x "$root/usr/bin/python3" ]] || return 0
     find "$root" -xdev -name '__pycache__' -type d -prune -exec rm -rf {} +
     local d
-    for d in usr/lib/python3 usr/lib/python3.*; do
-        if [[ -d "$root/$d" ]]; then dirs+=("/$d"); fi
+    for d in "$root"/usr/lib/python3 "$root"/usr/lib/python3.*; do
+        if [[ -d "$d" ]]; then dirs+=("${d#"$root"}"); fi
     done
     ((${#dirs[@]})) || return 0
     chroot "$root" /usr/bin/python3 -m compileall -q \
