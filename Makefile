@@ -5,9 +5,12 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 ROOTFS ?= $(CURDIR)/build/rootfs/busybox
+# Named images built from rootfs-images/<name>/build.sh: <dir>/<name>/rootfs (+ .stamp).
+IMAGES_DIR ?= $(CURDIR)/build/images
+IMAGES ?= busybox python gcc
 CORRAL_BIN := $(CURDIR)/target/release/corral
 
-.PHONY: build deps rootfs lint test bench run clean check-root
+.PHONY: build deps rootfs images lint test bench run clean check-root
 
 # Containers need root; fail early and clearly.
 check-root:
@@ -22,6 +25,14 @@ deps:
 rootfs: deps
 	rootfs-images/busybox/build.sh "$(ROOTFS)"
 
+# Sequential on purpose: the debootstrap recipes share one .deb cache. A recipe whose
+# stamp (its hash and inputs) matches its output does nothing.
+images: check-root deps
+	for image in $(IMAGES); do \
+		CORRAL_DEB_CACHE="$(IMAGES_DIR)/.debcache" \
+			rootfs-images/$$image/build.sh "$(IMAGES_DIR)/$$image/rootfs"; \
+	done
+
 build: deps
 	$(CARGO) build --release
 
@@ -29,8 +40,9 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: check-root deps rootfs lint build
-	CORRAL_TEST_ROOTFS="$(ROOTFS)" $(CARGO) test --release -- --test-threads=2
+test: check-root deps rootfs images lint build
+	CORRAL_TEST_ROOTFS="$(ROOTFS)" CORRAL_TEST_IMAGES="$(IMAGES_DIR)" \
+		$(CARGO) test --release -- --test-threads=2
 	CORRAL="$(CORRAL_BIN)" ROOTFS="$(ROOTFS)" tests/podman/run.sh
 
 bench: check-root deps rootfs build
@@ -38,9 +50,10 @@ bench: check-root deps rootfs build
 		CORRAL_BENCH_ROOTFS="$(ROOTFS)" $(CARGO) bench --bench runtime
 
 # The HTTP service on 127.0.0.1:8080 with the default busybox image (built from its
-# recipe on first start) and a token file created in the data dir (its token printed).
+# recipe on first start) and a token file created in the data dir (its token printed);
+# with the images of `make images` when they were built.
 run: check-root deps build
-	$(CORRAL_BIN) serve
+	$(CORRAL_BIN) serve $(if $(wildcard $(IMAGES_DIR)/*/rootfs),--images-dir "$(IMAGES_DIR)")
 
 clean:
 	$(CARGO) clean

@@ -7,9 +7,10 @@ export DEBIAN_FRONTEND=noninteractive
 # podman runs rootful here without systemd; with --no-install-recommends it
 # pulls conmon, crun|runc and containers-common (+ a network stack, unused:
 # tests/podman/run.sh uses --network none). catatonit is podman's --init.
+# debootstrap builds the python and gcc images (rootfs-images/*/build.sh).
 packages=(
     libseccomp-dev pkg-config busybox-static runc podman conmon catatonit
-    hyperfine
+    hyperfine debootstrap
 )
 
 missing=()

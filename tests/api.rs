@@ -775,3 +775,124 @@ async fn bundle_upload_and_policy() {
     assert!(!s.data().join("containers/evil2").exists());
     assert!(!s.data().join("containers/x").exists() && !s.data().join("x").exists());
 }
+
+/// The busybox test rootfs (as the other suites use it).
+fn busybox_rootfs() -> PathBuf {
+    let p = std::env::var_os("CORRAL_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/rootfs/busybox"));
+    assert!(
+        p.join("bin/busybox").is_file(),
+        "no busybox rootfs at {}: run `make rootfs`",
+        p.display()
+    );
+    p
+}
+
+/// A built image in an images dir: `<dir>/<name>/rootfs` (a copy of busybox) declaring
+/// one language at `version`, and its recipe stamp.
+fn built_image(dir: &Path, name: &str, version: &str, stamp: &str) {
+    let root = dir.join(name).join("rootfs");
+    if !root.exists() {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_rootfs())
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::fs::write(
+        root.join("etc/corral-image.json"),
+        json!({"name": name, "languages": [{"name": "lisp", "version": version, "command": "sbcl"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join(name).join("rootfs.stamp"), format!("{stamp}\n")).unwrap();
+}
+
+async fn image_info(s: &Server, name: &str) -> Value {
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url(&format!("/v1/images/{name}")),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// `images_dir`: built images are imported on start with the languages they declare,
+/// imported again when their recipe stamp changes, and kept while a container uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_dir_is_imported_with_languages() {
+    require_root();
+    let imgs = tempfile::tempdir().unwrap();
+    built_image(imgs.path(), "lisp", "1.0", "recipe v1");
+    std::fs::create_dir_all(imgs.path().join(".debcache/x")).unwrap(); // ignored
+    std::fs::create_dir_all(imgs.path().join("half-built")).unwrap(); // no rootfs: ignored
+    let mut s = Server::start_with(&format!("images_dir = \"{}\"\n", imgs.path().display()));
+
+    let (st, v) = call(reqwest::Method::GET, &s.url("/v1/images"), Some(USER), None).await;
+    assert_eq!(st, 200, "{v}");
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["busybox", "lisp"], "{v}");
+    let lisp = &v.as_array().unwrap()[1];
+    assert_eq!(
+        lisp["languages"],
+        json!([{"name": "lisp", "version": "1.0", "command": "sbcl"}]),
+        "{lisp}"
+    );
+    assert_eq!(lisp["source"], "recipe:lisp");
+    assert_eq!(lisp["labels"]["org.corral.recipe-stamp"], "recipe v1");
+    assert_eq!(v.as_array().unwrap()[0]["languages"], json!([]));
+
+    // Unchanged: not imported again.
+    s.stop();
+    s.spawn();
+    assert_eq!(image_info(&s, "lisp").await["created"], lisp["created"]);
+
+    // Rebuilt: imported again, with the new version.
+    s.stop();
+    built_image(imgs.path(), "lisp", "2.0", "recipe v2");
+    s.spawn();
+    let info = image_info(&s, "lisp").await;
+    assert_eq!(info["languages"][0]["version"], "2.0", "{info}");
+    assert_eq!(info["labels"]["org.corral.recipe-stamp"], "recipe v2");
+
+    // Rebuilt while a container uses it: the store's copy stays until it is free.
+    let (st, v) = create(
+        &s,
+        json!({"id": "lisp-user", "image": "lisp", "process": {"args": ["cat", "/etc/corral-image.json"]}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    s.stop();
+    built_image(imgs.path(), "lisp", "3.0", "recipe v3");
+    s.spawn();
+    assert_eq!(
+        image_info(&s, "lisp").await["languages"][0]["version"],
+        "2.0"
+    );
+    let (st, v) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/containers/lisp-user?force=true"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert!(st == 204 || st == 200, "{st} {v}");
+    s.stop();
+    s.spawn();
+    assert_eq!(
+        image_info(&s, "lisp").await["languages"][0]["version"],
+        "3.0"
+    );
+}

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Kind, Problem};
 use super::{containers, images, runs, system};
-use crate::images::ImageInfo;
+use crate::images::{ImageInfo, Language};
 use crate::service::config::Limits;
 use crate::service::containers::{
     ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
@@ -29,7 +29,7 @@ use crate::service::runs::verdict::Verdict;
     ),
     components(schemas(
         ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
-        containers::KillRequest, ImageInfo, Limits, system::Info, system::Health,
+        containers::KillRequest, ImageInfo, Language, Limits, system::Info, system::Health,
         Problem, FieldError, Kind, RunRequest, FileRequest, StepRequest, TestRequest,
         LimitsRequest, RunLimits, RunsConfig, RunResult, StepResult, ExecResult, Verdict
     )),

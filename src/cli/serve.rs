@@ -1,5 +1,5 @@
-//! `corral serve`: the HTTP service. Configuration is read and checked, the default
-//! image built and the token file prepared while the process is still single-threaded;
+//! `corral serve`: the HTTP service. Configuration is read and checked, the images of
+//! the images dir imported, the default image built and the token file prepared while the process is still single-threaded;
 //! then the tokio runtime starts, the launcher is spawned, and the API serves until
 //! SIGINT or SIGTERM (graceful shutdown: running requests finish, containers keep
 //! running).
@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// <data>/tokens, created with one admin token when listening on loopback.
     #[arg(long)]
     pub tokens: Option<PathBuf>,
+    /// A directory of built images (`make images` writes build/images): each
+    /// <name>/rootfs is imported on start when new or rebuilt (its rootfs.stamp changed).
+    #[arg(long)]
+    pub images_dir: Option<PathBuf>,
 }
 
 pub fn run(args: &ServeArgs, root: Option<PathBuf>) -> Result<()> {
@@ -55,12 +59,20 @@ pub fn run(args: &ServeArgs, root: Option<PathBuf>) -> Result<()> {
     if let Some(t) = &args.tokens {
         cfg.tokens = Some(t.clone());
     }
+    if let Some(d) = &args.images_dir {
+        cfg.images_dir = Some(d.clone());
+    }
     cfg.validate()?;
     init_logging(cfg.log_format);
     std::fs::create_dir_all(&cfg.data).with_context(|| format!("create {}", cfg.data.display()))?;
     let tokens = load_tokens(&mut cfg)?;
     let store = Arc::new(ImageStore::open(&cfg.data.join("images"))?);
     let images = Arc::new(Images::new(store.clone()));
+    if let Some(dir) = &cfg.images_dir {
+        images
+            .sync_dir(dir, &cfg.data, &cfg.limits)
+            .map_err(|e| anyhow::anyhow!("images dir {}: {e}", dir.display()))?;
+    }
     images
         .bootstrap(&cfg.data)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

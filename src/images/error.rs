@@ -66,6 +66,13 @@ pub enum ImageError {
         script: PathBuf,
         reason: String,
     },
+    /// A directory could not be copied into the store.
+    #[error("image {name:?}: copying {dir:?}: {reason}")]
+    Copy {
+        name: String,
+        dir: PathBuf,
+        reason: String,
+    },
     /// An image's `info.json` cannot be read back.
     #[error("image metadata {path:?}: {source}")]
     Metadata {

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ImageError, io_err};
+use super::metadata::{Language, read_languages};
 
 /// `source` of an image imported from a plain root filesystem tar.
 pub const SOURCE_ROOTFS_TAR: &str = "rootfs-tar";
@@ -35,7 +36,13 @@ pub struct ImageInfo {
     /// uploaded stream (as sent, compressed or not) of a rootfs tar, none for
     /// a directory import.
     pub digest: Option<String>,
-    /// Free-form annotations (languages, versions, ...); empty on import.
+    /// The languages the image carries, with their versions, as its
+    /// `/etc/corral-image.json` declares them at import; empty when it
+    /// declares none.
+    #[serde(default)]
+    pub languages: Vec<Language>,
+    /// Free-form annotations. Images imported from a directory of built images
+    /// have `org.corral.recipe-stamp` (the recipe's stamp, to notice a rebuild).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -44,12 +51,14 @@ pub struct ImageInfo {
 pub(super) const INFO_FILE: &str = "info.json";
 
 impl ImageInfo {
-    /// A record for an import finishing now.
+    /// A record for an import finishing now, with the languages the root
+    /// filesystem declares.
     pub(super) fn new(
         name: &str,
         rootfs: &Path,
         source: &str,
         digest: Option<String>,
+        labels: BTreeMap<String, String>,
     ) -> Result<Self, ImageError> {
         Ok(Self {
             name: name.to_owned(),
@@ -57,7 +66,8 @@ impl ImageInfo {
             size_bytes: tree_size(rootfs)?,
             source: source.to_owned(),
             digest,
-            labels: BTreeMap::new(),
+            languages: read_languages(rootfs),
+            labels,
         })
     }
 

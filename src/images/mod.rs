@@ -16,15 +16,18 @@
 mod blob;
 mod error;
 mod info;
+mod metadata;
 mod name;
 mod oci;
 mod overlay;
 mod recipe;
 mod staging;
 mod store;
+mod tree;
 
 pub use error::ImageError;
 pub use info::{ImageInfo, SOURCE_OCI_LAYOUT, SOURCE_RECIPE_PREFIX, SOURCE_ROOTFS_TAR};
+pub use metadata::{Language, METADATA_DIR, METADATA_FILE};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use overlay::ContainerRootfs;
 pub use store::ImageStore;

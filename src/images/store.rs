@@ -9,6 +9,7 @@
 //! All calls block (file system work, for imports a lot of it); an async
 //! caller runs them on a blocking thread.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -19,7 +20,7 @@ use super::error::{ImageError, io_err};
 use super::info::{ImageInfo, SOURCE_OCI_LAYOUT, SOURCE_RECIPE_PREFIX, SOURCE_ROOTFS_TAR};
 use super::name::validate_name;
 use super::staging::{Staging, remove_image_dir, remove_leftovers, remove_tree};
-use super::{oci, recipe};
+use super::{oci, recipe, tree};
 use crate::bundle::extract::{Limits, extract};
 
 /// Name of an image's root filesystem inside its directory.
@@ -119,7 +120,7 @@ impl ImageStore {
             fs::rename(&upload, &rootfs).map_err(io_err("renaming", &upload))?;
             (SOURCE_ROOTFS_TAR, upload_digest)
         };
-        self.register(&mut staging, name, source, Some(digest))
+        self.register(&mut staging, name, source, Some(digest), BTreeMap::new())
     }
 
     /// Registers the prepared root filesystem `dir` as image `name`: `dir` is
@@ -152,7 +153,7 @@ impl ImageStore {
             }
         })?;
         // Move it back before the temp dir is dropped (and removed).
-        self.register(&mut staging, name, source, None)
+        self.register(&mut staging, name, source, None, BTreeMap::new())
             .inspect_err(|_| {
                 if let Err(e) = fs::rename(&rootfs, dir) {
                     tracing::warn!(
@@ -162,6 +163,59 @@ impl ImageStore {
                     );
                 }
             })
+    }
+
+    /// Imports a copy of the root filesystem `dir` as image `name`, with
+    /// `labels`; `dir` is left as it is and may be on any file system.
+    ///
+    /// The tree is streamed as tar (never following a symlink, hard links
+    /// kept, special files left out) through the same safe extractor as an
+    /// upload, under `limits`: setuid/setgid bits are dropped, ownership is
+    /// kept when running as root. Atomic: on error nothing is left in the store.
+    pub fn import_tree(
+        &self,
+        name: &str,
+        dir: &Path,
+        source: &str,
+        labels: BTreeMap<String, String>,
+        limits: &Limits,
+    ) -> Result<ImageInfo, ImageError> {
+        self.check_new(name)?;
+        let meta = fs::symlink_metadata(dir).map_err(io_err("inspecting", dir))?;
+        if !meta.is_dir() {
+            return Err(ImageError::InvalidPath {
+                path: dir.to_owned(),
+                reason: "is not a directory",
+            });
+        }
+        let mut staging = Staging::new(&self.root)?;
+        let rootfs = staging.path().join(ROOTFS_DIR);
+        make_dir(&rootfs)?;
+        let (reader, writer) = std::io::pipe().map_err(io_err("creating a pipe to copy", dir))?;
+        let (written, extracted) = std::thread::scope(|scope| {
+            let walker = scope.spawn(move || tree::write_tar(dir, writer));
+            // `extract` drops the reader when it returns: a walker still
+            // writing then fails with EPIPE instead of blocking.
+            let extracted = extract(reader, &rootfs, limits);
+            (walker.join(), extracted)
+        });
+        let failed = |reason: String| ImageError::Copy {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            reason,
+        };
+        match (written, extracted) {
+            (Err(_), _) => return Err(failed("the tree walker panicked".to_owned())),
+            // The walker's own failure explains a truncated stream; a broken
+            // pipe only means the extractor gave up first.
+            (Ok(Err(e)), _) if e.kind() != ErrorKind::BrokenPipe => {
+                return Err(failed(e.to_string()));
+            }
+            (_, Err(e)) => return Err(failed(e.to_string())),
+            (Ok(Err(e)), Ok(_)) => return Err(failed(e.to_string())),
+            (Ok(Ok(())), Ok(_)) => {}
+        }
+        self.register(&mut staging, name, source, None, labels)
     }
 
     /// Builds image `name` by running the recipe `script` (for example
@@ -184,7 +238,7 @@ impl ImageStore {
             ));
         }
         let source = format!("{SOURCE_RECIPE_PREFIX}{}", recipe::recipe_name(script));
-        self.register(&mut staging, name, &source, None)
+        self.register(&mut staging, name, &source, None, BTreeMap::new())
     }
 
     /// Deletes image `name`, unless `in_use(name)` says a container uses it
@@ -224,8 +278,10 @@ impl ImageStore {
         name: &str,
         source: &str,
         digest: Option<String>,
+        labels: BTreeMap<String, String>,
     ) -> Result<ImageInfo, ImageError> {
-        let info = ImageInfo::new(name, &staging.path().join(ROOTFS_DIR), source, digest)?;
+        let rootfs = staging.path().join(ROOTFS_DIR);
+        let info = ImageInfo::new(name, &rootfs, source, digest, labels)?;
         info.write(staging.path())?;
         staging.publish(&self.root, name)?;
         Ok(info)

@@ -89,6 +89,10 @@ pub struct Config {
     /// The bearer token file (`<role> <token> [name]` per line). Without one the
     /// service only starts on a loopback address, and then without authentication.
     pub tokens: Option<PathBuf>,
+    /// A directory of built images (`make images` writes `build/images`): each
+    /// `<name>/rootfs` is imported on start when the store lacks it or its
+    /// `<name>/rootfs.stamp` changed since its import.
+    pub images_dir: Option<PathBuf>,
     pub log_format: LogFormat,
     pub limits: Limits,
     /// Judged runs (`POST /v1/runs`).
@@ -102,6 +106,7 @@ impl Default for Config {
             root: PathBuf::from("/run/corral"),
             data: PathBuf::from("/var/lib/corral"),
             tokens: None,
+            images_dir: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
             runs: RunsConfig::default(),
@@ -123,7 +128,7 @@ impl Config {
     }
 
     /// Applies `CORRAL_LISTEN`, `CORRAL_ROOT`, `CORRAL_DATA`, `CORRAL_TOKENS`,
-    /// `CORRAL_LOG_FORMAT` from `env`.
+    /// `CORRAL_IMAGES_DIR`, `CORRAL_LOG_FORMAT` from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("CORRAL_LISTEN") {
             self.listen = v.parse().map_err(|e| ConfigError::Env {
@@ -139,6 +144,9 @@ impl Config {
         }
         if let Some(v) = env("CORRAL_TOKENS") {
             self.tokens = Some(v.into());
+        }
+        if let Some(v) = env("CORRAL_IMAGES_DIR") {
+            self.images_dir = Some(v.into());
         }
         if let Some(v) = env("CORRAL_LOG_FORMAT") {
             self.log_format = match v.as_str() {
@@ -199,9 +207,15 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.limits.max_pids, 10);
         assert_eq!(c.limits.max_containers, Limits::default().max_containers);
-        c.apply_env(|k| (k == "CORRAL_DATA").then(|| "/tmp/d".to_string()))
-            .unwrap();
+        assert_eq!(c.images_dir, None);
+        c.apply_env(|k| match k {
+            "CORRAL_DATA" => Some("/tmp/d".to_string()),
+            "CORRAL_IMAGES_DIR" => Some("/srv/images".to_string()),
+            _ => None,
+        })
+        .unwrap();
         assert_eq!(c.data, PathBuf::from("/tmp/d"));
+        assert_eq!(c.images_dir, Some(PathBuf::from("/srv/images")));
         c.validate().unwrap();
     }
 

@@ -32,6 +32,8 @@ pub struct Record {
 }
 
 pub const RECORD_FILE: &str = "container.json";
+/// The containers' directories, under the data dir.
+const CONTAINERS_DIR: &str = "containers";
 
 /// The request to create a container from an image.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -114,7 +116,7 @@ impl Containers {
         launcher: Arc<Launcher>,
         images: Arc<ImageStore>,
     ) -> Result<Self, ServiceError> {
-        let dir = cfg.data.join("containers");
+        let dir = cfg.data.join(CONTAINERS_DIR);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServiceError::io(format!("create {}", dir.display()), e))?;
         Ok(Containers {
@@ -148,9 +150,7 @@ impl Containers {
 
     /// Whether a container uses the image (for image deletion).
     pub fn image_in_use(&self, name: &str) -> bool {
-        self.ids().iter().any(|id| {
-            read_record(&self.container_dir(id)).is_some_and(|r| r.image.as_deref() == Some(name))
-        })
+        image_in_use(&self.cfg.data, name)
     }
 
     /// Claims a new container directory, failing if the id is taken or invalid.
@@ -628,6 +628,18 @@ fn bundle_paths_without_symlinks(
         }
     }
     out
+}
+
+/// Whether a container of the service whose data dir is `data` uses the image `name`
+/// (from the records on disk: usable before the service runs).
+pub fn image_in_use(data: &Path, name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(data.join(CONTAINERS_DIR)) else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| read_record(&e.path()))
+        .any(|r| r.image.as_deref() == Some(name))
 }
 
 fn read_record(dir: &Path) -> Option<Record> {

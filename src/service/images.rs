@@ -54,6 +54,29 @@ impl Images {
         result.map(drop).map_err(image_error)
     }
 
+    /// Imports the new and rebuilt images of an images dir (see [`super::images_dir`]),
+    /// with the service's upload limits; `data` is the service's data dir (to see which
+    /// images its containers use).
+    pub fn sync_dir(
+        &self,
+        dir: &Path,
+        data: &Path,
+        limits: &super::config::Limits,
+    ) -> Result<(), ServiceError> {
+        let tar_limits = TarLimits {
+            max_total_bytes: limits.max_upload_bytes,
+            max_entries: limits.max_upload_entries,
+            ..TarLimits::default()
+        };
+        let done = super::images_dir::sync(&self.store, dir, &tar_limits, |name| {
+            super::containers::image_in_use(data, name)
+        })?;
+        if done.is_empty() {
+            tracing::warn!(dir = %dir.display(), "the images dir holds no image (<name>/rootfs)");
+        }
+        Ok(())
+    }
+
     pub fn list(&self) -> Result<Vec<ImageInfo>, ServiceError> {
         self.store.list().map_err(image_error)
     }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod containers;
 pub mod images;
+pub mod images_dir;
 pub mod launcher;
 pub mod metrics;
 pub mod policy;
