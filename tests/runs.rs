@@ -322,3 +322,149 @@ async fn over_capacity_is_429_and_metrics_count_verdicts() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+/// A server with the python and gcc images of `make images`.
+fn server_with_language_images() -> Server {
+    let dir = std::env::var("CORRAL_TEST_IMAGES").unwrap_or_else(|_| {
+        panic!("CORRAL_TEST_IMAGES is not set: run `make images` and point it at build/images")
+    });
+    for name in ["python", "gcc"] {
+        let rootfs = std::path::Path::new(&dir).join(name).join("rootfs");
+        assert!(
+            rootfs.is_dir(),
+            "{} is missing: run `make images`",
+            rootfs.display()
+        );
+    }
+    Server::start_with(&format!("images_dir = \"{dir}\"\n"))
+}
+
+/// One python program per verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_verdicts() {
+    let s = server_with_language_images();
+    let py = |code: &str, limits: Value, tests: Option<Value>| {
+        let mut step = json!({"name": "run", "args": ["python3", "main.py"], "limits": limits});
+        if let Some(t) = tests {
+            step["tests"] = t;
+        }
+        json!({"image": "python", "files": [{"path": "main.py", "content": code}], "steps": [step]})
+    };
+    let cases: Vec<(&str, Value, Option<Value>, &str)> = vec![
+        ("print('hello')", json!({}), None, "OK"),
+        (
+            "print(int(input()) * 2)",
+            json!({}),
+            Some(json!([{"stdin": "2\n", "expected_stdout": "4\n"}, {"stdin": "3\n", "expected_stdout": "7"}])),
+            "OK,WRONG_ANSWER",
+        ),
+        ("while True: pass", json!({"cpu_time_ms": 500}), None, "TIME_LIMIT"),
+        ("import time; time.sleep(30)", json!({"wall_time_ms": 500}), None, "WALL_TIME_LIMIT"),
+        (
+            "a = []\nwhile True: a.append(bytearray(1 << 20))",
+            json!({"memory_bytes": 64 << 20}),
+            None,
+            "MEMORY_LIMIT",
+        ),
+        ("while True: print('x' * 1000)", json!({"output_bytes": 10000}), None, "OUTPUT_LIMIT"),
+        ("import sys; sys.exit(3)", json!({}), None, "RUNTIME_ERROR"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", json!({}), None, "SIGNALED"),
+        (
+            "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
+            json!({"pids": 32, "wall_time_ms": 1000}),
+            None,
+            "WALL_TIME_LIMIT",
+        ),
+    ];
+    for (code, limits, tests, want) in cases {
+        let v = run_ok(&s, py(code, limits, tests)).await;
+        let got: Vec<&str> = results(&v, 0).iter().map(verdict).collect();
+        assert_eq!(got.join(","), want, "{code}: {v}");
+        if want == "TIME_LIMIT" {
+            let cpu = results(&v, 0)[0]["cpu_time_ms"].as_u64().unwrap();
+            assert!((500..900).contains(&cpu), "cpu time {cpu}: {v}");
+        }
+    }
+    // After the fork bomb, the next run is fine; a background process dies with its run.
+    let v = run_ok(
+        &s,
+        py(
+            "import subprocess; subprocess.Popen(['sleep', '4323']); print('bg')",
+            json!({}),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(verdict(&results(&v, 0)[0]), "OK", "{v}");
+    assert!(processes_with("sleep 4323").is_empty(), "the background process survived");
+    // A test case cannot leave a file for the next one.
+    let v = run_ok(
+        &s,
+        py(
+            "import os\nprint(os.path.exists('/tmp/mark'))\nopen('/tmp/mark', 'w').write('1')\n\
+             try:\n    open('/box/mark', 'w')\nexcept OSError as e:\n    print('ro', e.errno)",
+            json!({}),
+            Some(json!([{"expected_stdout": "False\nro 30\n"}, {"expected_stdout": "False\nro 30\n"}])),
+        ),
+    )
+    .await;
+    let got: Vec<&str> = results(&v, 0).iter().map(verdict).collect();
+    assert_eq!(got, ["OK", "OK"], "{v}");
+}
+
+/// Compile once, run many; C programs for the verdicts that need a real process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcc_compile_then_run() {
+    let s = server_with_language_images();
+    let c = |code: &str, limits: Value, tests: Value| {
+        json!({"image": "gcc", "files": [{"path": "main.c", "content": code}], "steps": [
+            {"name": "compile", "args": ["gcc", "-O2", "-o", "main", "main.c"], "limits": {"cpu_time_ms": 10000, "wall_time_ms": 20000, "memory_bytes": 512 << 20}},
+            {"name": "run", "args": ["./main"], "limits": limits, "tests": tests}
+        ]})
+    };
+    let sum = "#include <stdio.h>\nint main(){int a,b;if(scanf(\"%d %d\",&a,&b)!=2)return 1;printf(\"%d\\n\",a+b);return 0;}";
+    let v = run_ok(
+        &s,
+        c(
+            sum,
+            json!({}),
+            json!([
+                {"stdin": "1 2\n", "expected_stdout": "3\n"},
+                {"stdin": "2 2\n", "expected_stdout": "5\n"},
+                {"stdin": "x\n"}
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(v["steps"][0]["status"], "ok", "{v}");
+    let got: Vec<&str> = results(&v, 1).iter().map(verdict).collect();
+    assert_eq!(got, ["OK", "WRONG_ANSWER", "RUNTIME_ERROR"], "{v}");
+
+    let one = json!([{"stdin": ""}]);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("int main(){*(volatile int*)0=1;}", json!({}), "SIGNALED"),
+        ("#include <stdlib.h>\nint main(){abort();}", json!({}), "SIGNALED"),
+        ("int main(){for(;;);}", json!({"cpu_time_ms": 300}), "TIME_LIMIT"),
+        (
+            "#include <stdlib.h>\n#include <string.h>\nint main(){for(;;){char*p=malloc(1<<20);if(p)memset(p,1,1<<20);}}",
+            json!({"memory_bytes": 64 << 20}),
+            "MEMORY_LIMIT",
+        ),
+        ("#include <stdio.h>\nint main(){for(;;)puts(\"spam\");}", json!({"output_bytes": 4096}), "OUTPUT_LIMIT"),
+        ("int main(){return 3;}", json!({}), "RUNTIME_ERROR"),
+    ];
+    for (code, limits, want) in cases {
+        let v = run_ok(&s, c(code, limits, one.clone())).await;
+        let r = &results(&v, 1)[0];
+        assert_eq!(verdict(r), want, "{code}: {v}");
+        if code.contains("abort") {
+            assert_eq!(r["signal"], libc::SIGABRT, "{v}");
+        }
+    }
+
+    // A compile error: the run step is skipped, the compiler's message is there.
+    let v = run_ok(&s, c("int main(){ return x; }", json!({}), one.clone())).await;
+    assert_eq!(v["steps"][0]["status"], "failed", "{v}");
+    assert!(results(&v, 0)[0]["stderr"].as_str().unwrap().contains("error"), "{v}");
+    assert_eq!(v["steps"][1]["status"], "skipped", "{v}");
+}
