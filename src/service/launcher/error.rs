@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Conflict,
     /// The launcher is not running and could not be started (503).
     Unavailable,
+    /// The launcher (or the container's monitor) did not finish in time (504).
+    Timeout,
     /// Anything else: the host, the kernel or corral itself failed (500).
     Internal,
 }
