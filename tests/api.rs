@@ -832,7 +832,7 @@ async fn post_tar(url: &str, token: &str, body: Vec<u8>, chunked: bool) -> (u16,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_uploads_are_413() {
-    let s = Server::start_with("[limits]\nmax_body_bytes = 65536\n");
+    let s = Server::start_with("[limits]\nmax_body_bytes = 65536\nmax_upload_bytes = 100000\n");
     let tar = big_file_tar(200_000);
     for chunked in [false, true] {
         let (st, v) = post_tar(&s.url("/v1/containers?id=big1"), USER, tar.clone(), chunked).await;
@@ -846,6 +846,31 @@ async fn oversized_uploads_are_413() {
             (st, problem_type(&v)),
             (413, "urn:corral:problem:payload-too-large"),
             "image upload, chunked {chunked}: {v}"
+        );
+    }
+    // Under the body limit, but over max_upload_bytes once decompressed: 413 too.
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&big_file_tar(200_000)).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(gz.len() < 65536);
+    for url in ["/v1/containers?id=gz1", "/v1/images?name=gz"] {
+        let resp = client()
+            .post(s.url(url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/gzip")
+            .body(gz.clone())
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (st, problem_type(&v)),
+            (413, "urn:corral:problem:payload-too-large"),
+            "{url}: {v}"
         );
     }
     // Under the limit, the same kind of upload is read (and refused for what it holds).

@@ -40,6 +40,7 @@ impl From<ServiceError> for ApiError {
             ErrorKind::Conflict => Kind::Conflict,
             ErrorKind::Unavailable => Kind::Unavailable,
             ErrorKind::Timeout => Kind::GatewayTimeout,
+            ErrorKind::TooLarge => Kind::PayloadTooLarge,
             ErrorKind::Internal => Kind::Internal,
         };
         ApiError::new(kind, e.message)
@@ -68,7 +69,7 @@ pub struct CreateQuery {
         (status = 403, description = "The bundle's config.json is refused by policy", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body timeout", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id is taken, or the service is full", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than max_body_bytes (declared or streamed)", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than max_body_bytes (declared or streamed), or an archive over max_upload_bytes, max_upload_entries or the gzip ratio", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The launcher is unavailable", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 504, description = "The launcher did not create the container in time (nothing is left behind)", body = super::error::Problem, content_type = "application/problem+json"),

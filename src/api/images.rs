@@ -50,7 +50,7 @@ pub struct ImportQuery {
         (status = 403, description = "Needs an admin token", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body timeout", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than max_body_bytes (declared or streamed)", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than max_body_bytes (declared or streamed), or an archive over max_upload_bytes, max_upload_entries or the gzip ratio", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = super::error::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn import(

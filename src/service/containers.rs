@@ -318,7 +318,14 @@ impl Containers {
         tokio::task::spawn_blocking(move || extract::extract(body, &dest, &limits))
             .await
             .map_err(|e| ServiceError::internal(format!("extract upload: {e}")))?
-            .map_err(|e| ServiceError::bad(format!("bundle upload: {e}")))?;
+            .map_err(|e| {
+                let kind = if e.is_over_limit() {
+                    ErrorKind::TooLarge
+                } else {
+                    ErrorKind::BadRequest
+                };
+                ServiceError::new(kind, format!("bundle upload: {e}"))
+            })?;
         // The archive may hold symlinks (images need them): nothing the service reads or
         // hands to the runtime may be one.
         let text = read_nofollow(&bundle, "config.json")
