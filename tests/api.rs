@@ -8,175 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-token-0123456789abcdefghijklmnopqrstuvwxyz";
-const USER: &str = "user-token-0123456789abcdefghijklmnopqrstuvwxyzAB";
+mod common;
 
-fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the API tests create containers and must run as root"
-    );
-}
-
-/// A running `corral serve` with its own root, data dir and tokens.
-struct Server {
-    child: Option<Child>,
-    base: String,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Server {
-    fn start() -> Server {
-        Self::start_with("")
-    }
-
-    /// `extra` is appended to the TOML config (for example `[limits]` overrides).
-    fn start_with(extra: &str) -> Server {
-        require_root();
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, format!("admin {ADMIN} admin\nuser {USER} alice\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let config = dir.path().join("corral.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\nroot = \"{}\"\ndata = \"{}\"\ntokens = \"{}\"\n{extra}",
-                dir.path().join("run").display(),
-                dir.path().join("data").display(),
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let mut s = Server {
-            child: None,
-            base: String::new(),
-            dir,
-            config,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("CORRAL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        let base = loop {
-            assert!(Instant::now() < deadline, "server did not start: {seen:?}");
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(addr) = l.strip_prefix("corral: listening on ") {
-                        break addr.trim().to_string();
-                    }
-                    seen.push(l);
-                }
-                _ => panic!("server exited before listening: {seen:?}"),
-            }
-        };
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        self.base = base;
-        self.child = Some(child);
-    }
-
-    /// Stops the server with SIGTERM (graceful), as an operator restarting it would.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: sending a signal to our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Force-delete whatever the test left, through the runtime, then stop.
-        let root = self.dir.path().join("run");
-        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output();
-        if let Ok(out) = out {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new(env!("CARGO_BIN_EXE_corral"))
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .status();
-            }
-        }
-        self.stop();
-        // Unmount container rootfs overlays the test left.
-        if let Ok(entries) = std::fs::read_dir(self.data().join("containers")) {
-            for e in entries.flatten() {
-                let _ = corral::images::ContainerRootfs::unmount(&e.path());
-            }
-        }
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-async fn call(
-    method: reqwest::Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = client().request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = resp.text().await.unwrap();
-    if status >= 400 {
-        assert!(
-            ctype.starts_with("application/problem+json"),
-            "{status} without a problem document: {ctype} {text}"
-        );
-    }
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
+use common::server::{ADMIN, Server, USER, call, client};
 
 fn problem_type(v: &Value) -> &str {
     v["type"].as_str().unwrap_or("")
@@ -353,6 +187,18 @@ async fn running_container_kill_delete_stats_and_follow() {
     )
     .await;
     assert_eq!(st, 200);
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/run1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (409, "urn:corral:problem:conflict"),
+        "start of a running container: {v}"
+    );
     let (st, v) = call(
         reqwest::Method::DELETE,
         &s.url("/v1/containers/run1"),
@@ -774,6 +620,352 @@ async fn bundle_upload_and_policy() {
     );
     assert!(!s.data().join("containers/evil2").exists());
     assert!(!s.data().join("containers/x").exists() && !s.data().join("x").exists());
+}
+
+/// A tar holding one file of `size` bytes: any reader of it must read it all.
+fn big_file_tar(size: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let data = vec![b'x'; size];
+    let mut h = file_header(size as u64);
+    b.append_data(&mut h, "big", &data[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Posts `body` as a tar, with a Content-Length or (`chunked`) streamed in pieces.
+async fn post_tar(url: &str, token: &str, body: Vec<u8>, chunked: bool) -> (u16, Value) {
+    let req = client()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/x-tar");
+    let req = if chunked {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
+        req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+    } else {
+        req.body(body)
+    };
+    let resp = req.send().await.unwrap();
+    let st = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    assert!(
+        st < 400 || ctype.starts_with("application/problem+json"),
+        "{st} without a problem document: {ctype} {text}"
+    );
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uploads_are_413() {
+    let s = Server::start_with("[limits]\nmax_body_bytes = 65536\nmax_upload_bytes = 100000\n");
+    let tar = big_file_tar(200_000);
+    for chunked in [false, true] {
+        let (st, v) = post_tar(&s.url("/v1/containers?id=big1"), USER, tar.clone(), chunked).await;
+        assert_eq!(
+            (st, problem_type(&v)),
+            (413, "urn:corral:problem:payload-too-large"),
+            "bundle upload, chunked {chunked}: {v}"
+        );
+        let (st, v) = post_tar(&s.url("/v1/images?name=big"), ADMIN, tar.clone(), chunked).await;
+        assert_eq!(
+            (st, problem_type(&v)),
+            (413, "urn:corral:problem:payload-too-large"),
+            "image upload, chunked {chunked}: {v}"
+        );
+    }
+    // Under the body limit, but over max_upload_bytes once decompressed: 413 too.
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&big_file_tar(200_000)).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(gz.len() < 65536);
+    for url in ["/v1/containers?id=gz1", "/v1/images?name=gz"] {
+        let resp = client()
+            .post(s.url(url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/gzip")
+            .body(gz.clone())
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (st, problem_type(&v)),
+            (413, "urn:corral:problem:payload-too-large"),
+            "{url}: {v}"
+        );
+    }
+    // Under the limit, the same kind of upload is read (and refused for what it holds).
+    let (st, v) = post_tar(
+        &s.url("/v1/containers?id=small1"),
+        USER,
+        big_file_tar(1000),
+        true,
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    let left: Vec<_> = std::fs::read_dir(s.data().join("containers"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let (st, _) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/images/big"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "a refused image upload was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_deeper_than_the_limit_is_400() {
+    let s = Server::start();
+    let nested = format!("{}\"sh\"{}", "[".repeat(40), "]".repeat(40));
+    let body = format!("{{\"image\": \"busybox\", \"process\": {{\"args\": {nested}}}}}");
+    let resp = client()
+        .post(s.url("/v1/containers"))
+        .bearer_auth(USER)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(problem_type(&v), "urn:corral:problem:bad-request");
+    assert!(
+        v["detail"].as_str().unwrap().contains("deeper than 32"),
+        "{v}"
+    );
+    // The kill body is JSON too.
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/x/kill"),
+        Some(USER),
+        Some(serde_json::from_str(&format!("{{\"signal\": {nested}}}")).unwrap()),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("deeper than 32"),
+        "{v}"
+    );
+}
+
+/// Reads from `stream` until EOF or error; returns what came and when it ended.
+fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> (Vec<u8>, Duration) {
+    use std::io::Read;
+    let t0 = Instant::now();
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "the server kept the connection open for {within:?}; got {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            }
+            Err(_) => break,
+        }
+    }
+    (got, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_time_out() {
+    use std::io::Write;
+    let s = Server::start_with("[limits]\nheader_read_timeout_secs = 1\nbody_timeout_secs = 1\n");
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Half a request line, then nothing: closed after the header read timeout.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /heal").unwrap();
+    let (_, took) = read_until_closed(&mut c, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // Headers that trickle in, one byte at a time: cut off all the same.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    let t0 = Instant::now();
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n" {
+        if c.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if t0.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let (_, _) = read_until_closed(&mut c, Duration::from_secs(10));
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "trickled headers were not cut off"
+    );
+    // A body that never arrives whole: 408 after the body timeout.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /v1/containers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {USER}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"image\":"
+    )
+    .unwrap();
+    let (got, took) = read_until_closed(&mut c, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("urn:corral:problem:timeout"), "{text}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    // A prompt client is served as ever.
+    let (st, _) = call(reqwest::Method::GET, &s.url("/healthz"), None, None).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_create_times_out_and_leaves_nothing() {
+    let s = Server::start_with("[limits]\ncreate_timeout_secs = 1\n");
+    // An admin may upload hooks: a createRuntime hook that takes 4 s stalls the create.
+    let mut cfg = safe_config(&["true"]);
+    cfg["hooks"] = json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "4"]}]});
+    let t0 = Instant::now();
+    let (st, v) = post_tar(
+        &s.url("/v1/containers?id=hung1"),
+        ADMIN,
+        bundle_tar(&cfg),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (504, "urn:corral:problem:gateway-timeout"),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("within 1s"), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    // Once the create has settled, the container is removed: runtime state, cgroup, its
+    // directory (and so the id is free again).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = s.dir.path().join("run/hung1");
+    let cgroup = Path::new("/sys/fs/cgroup/memory/corral/hung1");
+    while s.data().join("containers/hung1").exists() || state.exists() || cgroup.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: dir {} state {} cgroup {}",
+            s.data().join("containers/hung1").exists(),
+            state.exists(),
+            cgroup.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, v) = call(
+        reqwest::Method::GET,
+        &s.url("/v1/containers/hung1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_and_concurrency_limits() {
+    let s = Server::start_with("[limits]\nmax_containers = 1\nmax_concurrent_requests = 1\n");
+    let (st, v) = create(
+        &s,
+        json!({"id": "lim1", "image": "busybox", "process": {"args": ["sleep", "1000"]}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = create(&s, json!({"id": "lim2", "image": "busybox"})).await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (409, "urn:corral:problem:conflict"),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("maximum of 1"),
+        "{v}"
+    );
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/lim1/start"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    // A wait holds the only slot: another request is refused at once with 429.
+    let wait = tokio::spawn({
+        let url = s.url("/v1/containers/lim1/wait?timeout=3");
+        async move { call(reqwest::Method::POST, &url, Some(USER), None).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let resp = client()
+            .get(s.url("/v1/info"))
+            .bearer_auth(USER)
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 429 {
+            assert_eq!(resp.headers()["retry-after"], "1");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(problem_type(&v), "urn:corral:problem:too-many-requests");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The wait ends at its timeout with 408, the container still running.
+    let (st, v) = wait.await.unwrap();
+    assert_eq!(
+        (st, problem_type(&v)),
+        (408, "urn:corral:problem:timeout"),
+        "{v}"
+    );
+    let (st, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/lim1/kill"),
+        Some(USER),
+        Some(json!({"signal": "KILL"})),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, v) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/containers/lim1/wait?timeout=20"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["signal"].as_i64()), (200, Some(9)), "{v}");
+    let (st, _) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/containers/lim1"),
+        Some(USER),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
 }
 
 /// The busybox test rootfs (as the other suites use it).

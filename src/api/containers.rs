@@ -3,15 +3,14 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
 use serde::Deserialize;
 
 use super::AppState;
 use super::auth::{Identity, Role};
+use super::body::{BodyLimits, read_all, upload_reader};
 use super::error::{ApiError, ApiResult, FieldError, Kind};
 use crate::service::containers::{ContainerView, CreateFromImage};
 use crate::service::policy::Strictness;
@@ -48,6 +47,8 @@ impl From<ServiceError> for ApiError {
                 ));
                 return e;
             }
+            ErrorKind::Timeout => Kind::GatewayTimeout,
+            ErrorKind::TooLarge => Kind::PayloadTooLarge,
             ErrorKind::Internal => Kind::Internal,
         };
         ApiError::new(kind, e.message)
@@ -74,9 +75,12 @@ pub struct CreateQuery {
         (status = 201, description = "Created; the process waits for start", body = ContainerView),
         (status = 400, description = "Invalid request, id, image or bundle", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The bundle's config.json is refused by policy", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the body timeout", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id is taken, or the service is full", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than max_body_bytes (declared or streamed), or an archive over max_upload_bytes, max_upload_entries or the gzip ratio", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The launcher is unavailable", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The launcher did not create the container in time (nothing is left behind)", body = super::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -103,12 +107,8 @@ pub async fn create(
                     "the id query parameter is for bundle uploads; put \"id\" in the JSON body",
                 ));
             }
-            let body =
-                axum::body::to_bytes(req.into_body(), state.cfg.limits.max_body_bytes as usize)
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(Kind::PayloadTooLarge, format!("request body: {e}"))
-                    })?;
+            let (parts, body) = req.into_parts();
+            let body = read_all(body, &parts.headers, BodyLimits::of(&state.cfg)).await?;
             let create: CreateFromImage = parse_json(&body)?;
             state
                 .containers
@@ -121,11 +121,13 @@ pub async fn create(
             } else {
                 Strictness::Enforce
             };
-            let reader = body_reader(req.into_body());
+            let (parts, body) = req.into_parts();
+            let (reader, watch) = upload_reader(body, &parts.headers, BodyLimits::of(&state.cfg))?;
             state
                 .containers
                 .create_from_bundle(q.id, reader, strictness, identity.role.as_str())
-                .await?
+                .await
+                .map_err(|e| watch.explain(e.into()))?
         }
         other => {
             return Err(ApiError::new(
@@ -139,14 +141,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// A blocking reader over a streamed request body, for extraction on the blocking pool.
-pub fn body_reader(body: Body) -> impl std::io::Read + Send + 'static {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
-}
-
-/// Parses JSON with an error that names the field (`process.args: invalid type ...`).
+/// Parses JSON with an error that names the field (`process.args: invalid type ...`),
+/// refusing documents nested deeper than [`super::body::MAX_JSON_DEPTH`].
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    super::body::check_json_depth(body)?;
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -262,6 +260,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The longest `?timeout=` of a wait, in seconds.
+pub const MAX_WAIT_SECS: u64 = 3600;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct WaitQuery {
     /// Seconds to wait at most (default 30, at most 3600).
@@ -280,7 +281,7 @@ pub async fn wait(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Json<ContainerView>> {
-    let secs = q.timeout.unwrap_or(30).min(3600);
+    let secs = q.timeout.unwrap_or(30).min(MAX_WAIT_SECS);
     Ok(Json(
         state
             .containers

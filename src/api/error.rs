@@ -24,6 +24,7 @@ pub enum Kind {
     Timeout,
     Internal,
     Unavailable,
+    GatewayTimeout,
 }
 
 impl Kind {
@@ -40,6 +41,7 @@ impl Kind {
             Kind::Timeout => StatusCode::REQUEST_TIMEOUT,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Timeout => "timeout",
             Kind::Internal => "internal",
             Kind::Unavailable => "unavailable",
+            Kind::GatewayTimeout => "gateway-timeout",
         }
     }
 }
@@ -153,6 +156,7 @@ fn title(kind: Kind) -> &'static str {
         Kind::Timeout => "Timed out",
         Kind::Internal => "Internal error",
         Kind::Unavailable => "Service unavailable",
+        Kind::GatewayTimeout => "Timed out inside the service",
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::{Identity, Role};
-use super::containers::body_reader;
+use super::body::{BodyLimits, upload_reader};
 use super::error::{ApiError, ApiResult, Kind};
 use crate::bundle::extract::Limits as TarLimits;
 use crate::images::ImageInfo;
@@ -48,7 +48,9 @@ pub struct ImportQuery {
     responses((status = 201, body = ImageInfo),
         (status = 400, description = "Invalid name or archive", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs an admin token", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the body timeout", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than max_body_bytes (declared or streamed), or an archive over max_upload_bytes, max_upload_entries or the gzip ratio", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = super::error::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn import(
@@ -77,9 +79,12 @@ pub async fn import(
         max_entries: state.cfg.limits.max_upload_entries,
         ..TarLimits::default()
     };
-    let reader = body_reader(req.into_body());
+    let (parts, body) = req.into_parts();
+    let (reader, watch) = upload_reader(body, &parts.headers, BodyLimits::of(&state.cfg))?;
     let images = state.images.clone();
-    let info = blocking(move || images.import(&q.name, reader, &limits)).await?;
+    let info = blocking(move || images.import(&q.name, reader, &limits))
+        .await
+        .map_err(|e| watch.explain(e))?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

@@ -63,6 +63,44 @@ pub async fn limit_concurrency(
     next.run(req).await
 }
 
+/// The longest a `POST /v1/runs` may take beyond `request_timeout_secs`.
+pub const MAX_RUN_SECS: u64 = 3600;
+
+/// The whole-request time limit (408): `request_timeout_secs`, plus the longest
+/// `?timeout=` of a wait, plus `body_timeout_secs` for an upload (its body must arrive
+/// first). The handlers keep the finer limits (body, create, wait) themselves.
+pub async fn time_limit(
+    State(limits): State<Arc<crate::service::config::Limits>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut secs = limits.request_timeout_secs;
+    if req.uri().path().ends_with("/wait") {
+        secs += super::containers::MAX_WAIT_SECS;
+    }
+    // A judged run takes as long as its steps (bounded by their wall-time limits, and
+    // the run cleans up after itself if its client is gone).
+    if req.uri().path() == "/v1/runs" {
+        secs += MAX_RUN_SECS;
+    }
+    let upload = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("tar") || v.contains("gzip"));
+    if upload {
+        secs += limits.body_timeout_secs;
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            Kind::Timeout,
+            format!("the request was not handled within {secs}s"),
+        )
+        .into_response(),
+    }
+}
+
 /// Responses produced by layers and extractors (body too large, timeout, method not
 /// allowed, bad JSON) become problem documents too.
 pub async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
@@ -81,6 +119,8 @@ pub async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
         StatusCode::NOT_FOUND => Kind::NotFound,
         StatusCode::UNAUTHORIZED => Kind::Unauthorized,
+        StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT => Kind::GatewayTimeout,
         s if s.is_server_error() => Kind::Internal,
         _ => Kind::BadRequest,
     };

@@ -2,6 +2,7 @@
 //! OpenAPI document. Knows nothing of syscalls: everything goes through `service`.
 
 pub mod auth;
+mod body;
 mod containers;
 pub mod error;
 mod images;
@@ -9,10 +10,10 @@ mod logs;
 mod middleware;
 pub mod openapi;
 mod runs;
+pub mod serve;
 mod system;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -81,9 +82,9 @@ pub fn router(state: AppState) -> Router {
                     Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
                     middleware::limit_concurrency,
                 ))
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
-                    Duration::from_secs(limits.request_timeout_secs.max(1)),
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(limits.clone()),
+                    middleware::time_limit,
                 ))
                 .layer(axum::extract::DefaultBodyLimit::max(
                     limits.max_body_bytes.min(usize::MAX as u64) as usize,

@@ -33,7 +33,7 @@ use crate::service::runs::verdict::Verdict;
         Problem, FieldError, Kind, RunRequest, FileRequest, StepRequest, TestRequest,
         LimitsRequest, RunLimits, RunsConfig, RunResult, StepResult, ExecResult, Verdict
     )),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &CommonErrors),
     tags(
         (name = "containers", description = "The OCI lifecycle: create, start, state, kill, delete; wait, logs, stats"),
         (name = "images", description = "Named root filesystems"),
@@ -52,6 +52,57 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The errors any endpoint can answer with, outside its handler: a missing or bad token
+/// (401, authenticated endpoints), too many requests in flight (429), the request time
+/// limit (408), an internal failure (500).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut common = vec![
+                    ("408", "The request was not handled within its time limit"),
+                    (
+                        "429",
+                        "Too many requests in flight; retry after `Retry-After`",
+                    ),
+                    ("500", "Internal error"),
+                ];
+                if authenticated {
+                    common.push(("401", "Missing or unknown bearer token"));
+                }
+                for (status, what) in common {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| problem(what).into());
+                }
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 
 use super::AppState;
+use super::body::{BodyLimits, read_all};
 use super::containers::parse_json;
 use super::error::{ApiError, ApiResult, Kind};
 use crate::service::runs::request::RunRequest;
@@ -44,9 +45,8 @@ pub async fn create(State(state): State<AppState>, req: Request) -> ApiResult<Js
             format!("content type {ctype:?}: expected application/json"),
         ));
     }
-    let body = axum::body::to_bytes(req.into_body(), state.cfg.limits.max_body_bytes as usize)
-        .await
-        .map_err(|e| ApiError::new(Kind::PayloadTooLarge, format!("request body: {e}")))?;
+    let (parts, body) = req.into_parts();
+    let body = read_all(body, &parts.headers, BodyLimits::of(&state.cfg)).await?;
     let run: RunRequest = parse_json(&body)?;
     Ok(Json(state.runs.run(run).await?))
 }

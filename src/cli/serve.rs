@@ -6,10 +6,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::api::auth::{Role, TokenStore};
+use crate::api::serve::ServeOptions;
 use crate::api::{AppState, router};
 use crate::images::ImageStore;
 use crate::service::config::{Config, LogFormat};
@@ -119,8 +121,12 @@ async fn serve(
         .with_context(|| format!("listen on {}", cfg.listen))?;
     tracing::info!(address = %listener.local_addr()?, "corral serving");
     eprintln!("corral: listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let opts = ServeOptions {
+        header_read_timeout: Duration::from_secs(cfg.limits.header_read_timeout_secs),
+        // Followed logs stream until their container stops: do not wait for them long.
+        shutdown_grace: Duration::from_secs(10),
+    };
+    crate::api::serve::serve(listener, router(state), opts, shutdown_signal())
         .await
         .context("serve HTTP")?;
     tracing::info!("corral stopped; containers keep running");

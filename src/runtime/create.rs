@@ -393,8 +393,8 @@ fn write_id_maps(pid: Pid, plan: &Plan) -> Result<()> {
 
 /// Writes the pid file atomically, as runc does (containerd's shim reads it).
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let tmp = path.with_extension("corral-tmp");
-    std::fs::write(&tmp, pid.to_string()).ctx(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("rename to {}", path.display()))?;
+    // 0644 as runc: engines read the pid file without privileges.
+    super::atomic::write_atomic(path, pid.to_string().as_bytes(), 0o644)
+        .ctx(|| format!("write pid file {}", path.display()))?;
     Ok(())
 }

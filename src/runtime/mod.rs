@@ -1,6 +1,7 @@
 //! The OCI runtime engine: a bundle's `config.json` becomes a process in namespaces, and
 //! the lifecycle operations of the runtime spec act on it. Knows nothing of HTTP.
 
+pub mod atomic;
 pub mod create;
 pub mod error;
 pub mod features;

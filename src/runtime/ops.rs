@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::error::{Error, Result};
 use super::hooks;
-use super::linux::cgroups::{Cgroup, CgroupPath};
+use super::linux::cgroups::{Cgroup, CgroupPath, CgroupStats};
 use super::linux::error::Context;
 use super::linux::process::{pidfd_open, pidfd_send_signal, start_time};
 use super::state::{EXEC_ERROR, EXEC_FIFO, Lock, Record, Store};
@@ -167,6 +167,14 @@ pub fn kill(store: &Store, id: &str, sig: Signal, all: bool) -> Result<()> {
     pidfd_send_signal(&pidfd, sig as i32)
         .ctx(|| format!("send {sig} to container {id} (pid {})", rec.pid))?;
     Ok(())
+}
+
+/// The cgroup usage of a container (cpu, memory, pids), read from the cgroup its record
+/// names (`cgroupsPath` of its config, or the default), not one derived from the id.
+pub fn stats(store: &Store, id: &str) -> Result<CgroupStats> {
+    id::validate(id)?;
+    let rec = store.load(id)?;
+    Ok(Cgroup::open(&cgroup_path(&rec)?)?.stats()?)
 }
 
 fn cgroup_path(rec: &Record) -> Result<CgroupPath> {

@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -154,24 +153,15 @@ impl Store {
         })
     }
 
-    /// Writes the record atomically: a temp file in the same directory, fsync'd, renamed.
+    /// Writes the record atomically (a temp file in the same directory, renamed; see
+    /// [`super::atomic::write_atomic`]).
     pub fn save(&self, _lock: &Lock, rec: &Record) -> Result<(), StateError> {
-        let dir = self.dir(&rec.id);
-        let tmp = dir.join(".state.json.tmp");
-        let path = dir.join(STATE_FILE);
+        let path = self.dir(&rec.id).join(STATE_FILE);
         let data = serde_json::to_vec(rec).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(&data).map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+        super::atomic::write_atomic(&path, &data, 0o600).map_err(io("write", &path))
     }
 
     /// Removes the container's directory and everything in it.

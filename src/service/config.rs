@@ -29,12 +29,23 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Most entries in an uploaded tar.
     pub max_upload_entries: u64,
-    /// Requests handled at once; more wait in line, up to `request_timeout_secs`.
+    /// Requests handled at once; more are refused at once (429 with `Retry-After`).
     pub max_concurrent_requests: usize,
     /// Containers that may exist at once.
     pub max_containers: usize,
-    /// Whole-request time limit (wait and log follow have their own).
+    /// Whole-request time limit of a handler (408). A wait may add up to an hour (its
+    /// `?timeout=`), an upload `body_timeout_secs`; a followed log streams for as long
+    /// as the container runs.
     pub request_timeout_secs: u64,
+    /// A client must send a request's headers within this time, or its connection is
+    /// closed (slow or stalled clients; also the idle limit between keep-alive requests).
+    pub header_read_timeout_secs: u64,
+    /// A request body (an upload included) must arrive whole within this time, or the
+    /// request fails with 408 (a client that trickles its body).
+    pub body_timeout_secs: u64,
+    /// How long the launcher may take to create a container before the request fails
+    /// with 504 (whatever was half created is then removed).
+    pub create_timeout_secs: u64,
     /// Default and maximum memory limit of a container, in bytes.
     pub default_memory_bytes: i64,
     pub max_memory_bytes: i64,
@@ -59,6 +70,9 @@ impl Default for Limits {
             max_concurrent_requests: 64,
             max_containers: 256,
             request_timeout_secs: 60,
+            header_read_timeout_secs: 10,
+            body_timeout_secs: 300,
+            create_timeout_secs: 30,
             default_memory_bytes: 256 << 20,
             max_memory_bytes: 4 << 30,
             default_pids: 256,
@@ -128,7 +142,8 @@ impl Config {
     }
 
     /// Applies `CORRAL_LISTEN`, `CORRAL_ROOT`, `CORRAL_DATA`, `CORRAL_TOKENS`,
-    /// `CORRAL_IMAGES_DIR`, `CORRAL_LOG_FORMAT` from `env`.
+    /// `CORRAL_IMAGES_DIR`, `CORRAL_LOG_FORMAT` and `CORRAL_LIMITS_<KEY>` (any key of
+    /// `[limits]`, upper case: `CORRAL_LIMITS_HEADER_READ_TIMEOUT_SECS=5`) from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("CORRAL_LISTEN") {
             self.listen = v.parse().map_err(|e| ConfigError::Env {
@@ -160,6 +175,44 @@ impl Config {
                 }
             };
         }
+        self.apply_limits_env(&env)
+    }
+
+    /// `CORRAL_LIMITS_<KEY>` for every key of [`Limits`], parsed as the key's type.
+    fn apply_limits_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(format!("limits: {e}"));
+        let mut table = toml::Table::try_from(&self.limits).map_err(|e| invalid(&e))?;
+        let mut changed = false;
+        for (key, value) in table.iter_mut() {
+            let name = format!("CORRAL_LIMITS_{}", key.to_ascii_uppercase());
+            let Some(text) = env(&name) else {
+                continue;
+            };
+            let parsed = match value {
+                toml::Value::Integer(_) => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .map_err(|e| e.to_string()),
+                toml::Value::Float(_) => text
+                    .trim()
+                    .parse::<f64>()
+                    .map(toml::Value::Float)
+                    .map_err(|e| e.to_string()),
+                _ => Err("not settable from the environment".to_string()),
+            };
+            *value = parsed.map_err(|e| ConfigError::Env {
+                name: name.clone(),
+                reason: format!("{text:?}: {e}"),
+            })?;
+            changed = true;
+        }
+        if changed {
+            self.limits = table.try_into().map_err(|e| invalid(&e))?;
+        }
         Ok(())
     }
 
@@ -181,6 +234,20 @@ impl Config {
             ));
         }
         self.runs.validate().map_err(ConfigError::Invalid)?;
+        if l.request_timeout_secs == 0
+            || l.header_read_timeout_secs == 0
+            || l.body_timeout_secs == 0
+            || l.create_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: timeouts must be at least 1 second".into(),
+            ));
+        }
+        if l.create_timeout_secs >= l.request_timeout_secs {
+            return Err(ConfigError::Invalid(
+                "limits: create_timeout_secs must be below request_timeout_secs".into(),
+            ));
+        }
         if !self.root.is_absolute() || !self.data.is_absolute() {
             return Err(ConfigError::Invalid(
                 "root and data must be absolute paths".into(),
@@ -211,11 +278,16 @@ mod tests {
         c.apply_env(|k| match k {
             "CORRAL_DATA" => Some("/tmp/d".to_string()),
             "CORRAL_IMAGES_DIR" => Some("/srv/images".to_string()),
+            "CORRAL_LIMITS_HEADER_READ_TIMEOUT_SECS" => Some("3".to_string()),
+            "CORRAL_LIMITS_MAX_CPUS" => Some("1.5".to_string()),
             _ => None,
         })
         .unwrap();
         assert_eq!(c.data, PathBuf::from("/tmp/d"));
         assert_eq!(c.images_dir, Some(PathBuf::from("/srv/images")));
+        assert_eq!(c.limits.header_read_timeout_secs, 3);
+        assert_eq!(c.limits.max_cpus, 1.5);
+        assert_eq!(c.limits.max_pids, 10);
         c.validate().unwrap();
     }
 
@@ -235,6 +307,21 @@ mod tests {
             c.apply_env(|k| (k == "CORRAL_LISTEN").then(|| "nope".into()))
                 .is_err()
         );
+        let e = c
+            .apply_env(|k| (k == "CORRAL_LIMITS_BODY_TIMEOUT_SECS").then(|| "soon".into()))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("CORRAL_LIMITS_BODY_TIMEOUT_SECS"),
+            "{e}"
+        );
+        let zero = Config {
+            limits: Limits {
+                header_read_timeout_secs: 0,
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::launcher::{CreateRequest, ErrorKind, Launcher, LauncherError, read_ex
 use super::{ServiceError, policy, sandbox};
 use crate::bundle::extract::{self, Limits as TarLimits};
 use crate::images::{ContainerRootfs, ImageStore};
-use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
+use crate::runtime::atomic::write_atomic;
 use crate::runtime::state::now_rfc3339;
 
 /// What the service records about a container, next to its bundle and logs.
@@ -279,8 +279,15 @@ impl Containers {
         .map_err(ServiceError::internal)?;
         let bundle = dir.join("bundle");
         write_bundle(&bundle, &spec)?;
-        self.launch(&id, &dir, &bundle, Some(req.image.clone()), owner)
-            .await?;
+        self.launch(
+            &id,
+            &dir,
+            &bundle,
+            Some(req.image.clone()),
+            owner,
+            &mut undo,
+        )
+        .await?;
         undo.disarm();
         self.view(&id).await
     }
@@ -311,7 +318,14 @@ impl Containers {
         tokio::task::spawn_blocking(move || extract::extract(body, &dest, &limits))
             .await
             .map_err(|e| ServiceError::internal(format!("extract upload: {e}")))?
-            .map_err(|e| ServiceError::bad(format!("bundle upload: {e}")))?;
+            .map_err(|e| {
+                let kind = if e.is_over_limit() {
+                    ErrorKind::TooLarge
+                } else {
+                    ErrorKind::BadRequest
+                };
+                ServiceError::new(kind, format!("bundle upload: {e}"))
+            })?;
         // The archive may hold symlinks (images need them): nothing the service reads or
         // hands to the runtime may be one.
         let text = read_nofollow(&bundle, "config.json")
@@ -340,11 +354,16 @@ impl Containers {
             linux.set_cgroups_path(None);
         }
         write_bundle(&bundle, &spec)?;
-        self.launch(&id, &dir, &bundle, None, owner).await?;
+        self.launch(&id, &dir, &bundle, None, owner, &mut undo)
+            .await?;
         undo.disarm();
         self.view(&id).await
     }
 
+    /// Has the launcher create the container, within `create_timeout_secs`. A create
+    /// that does not finish in time fails with [`ErrorKind::Timeout`]; it may still
+    /// finish later, so the container is removed in the background once it has settled
+    /// (its directory, and so its id, stays taken until then).
     async fn launch(
         &self,
         id: &str,
@@ -352,6 +371,7 @@ impl Containers {
         bundle: &Path,
         image: Option<String>,
         owner: &str,
+        undo: &mut UndoDir,
     ) -> Result<(), ServiceError> {
         let req = CreateRequest {
             id: id.to_string(),
@@ -360,10 +380,32 @@ impl Containers {
             systemd_cgroup: false,
             log_limit: self.cfg.limits.max_log_bytes,
         };
-        self.launcher
-            .create(req)
-            .await
-            .map_err(ServiceError::from)?;
+        let secs = self.cfg.limits.create_timeout_secs;
+        let launcher = self.launcher.clone();
+        // A task of its own, so that the create's outcome is still seen after a timeout.
+        let mut create = tokio::spawn(async move { launcher.create(req).await });
+        match tokio::time::timeout(Duration::from_secs(secs), &mut create).await {
+            Ok(joined) => {
+                joined
+                    .map_err(|e| ServiceError::internal(format!("create {id}: {e}")))?
+                    .map_err(ServiceError::from)?;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    container = id,
+                    "the launcher did not create the container within {secs}s: removing it"
+                );
+                let cleanup =
+                    abandon_create(self.launcher.clone(), id.to_string(), create, undo.take());
+                tokio::spawn(cleanup);
+                return Err(ServiceError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the launcher did not create container {id} within {secs}s (create_timeout_secs); whatever was created is being removed"
+                    ),
+                ));
+            }
+        }
         let record = Record {
             id: id.to_string(),
             created: now_rfc3339(),
@@ -372,8 +414,9 @@ impl Containers {
         };
         let data = serde_json::to_vec_pretty(&record)
             .map_err(|e| ServiceError::internal(e.to_string()))?;
-        super::launcher::write_atomic(dir, RECORD_FILE, &data)
-            .map_err(|e| ServiceError::io(format!("write {}", dir.join(RECORD_FILE).display()), e))
+        let path = dir.join(RECORD_FILE);
+        write_atomic(&path, &data, 0o600)
+            .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))
     }
 
     /// The container's view, or NotFound.
@@ -518,21 +561,11 @@ impl Containers {
         Ok(dir)
     }
 
-    /// The container's cgroup usage.
+    /// The container's cgroup usage, read from the cgroup its runtime record names.
     pub async fn stats(&self, id: &str) -> Result<serde_json::Value, ServiceError> {
         self.view(id).await?;
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ServiceError> {
-            let path = CgroupPath::parse(None, &id, false)
-                .map_err(|e| ServiceError::internal(e.to_string()))?;
-            let cg = Cgroup::open(&path).map_err(|e| ServiceError::internal(e.to_string()))?;
-            let stats = cg
-                .stats()
-                .map_err(|e| ServiceError::internal(e.to_string()))?;
-            serde_json::to_value(&stats).map_err(|e| ServiceError::internal(e.to_string()))
-        })
-        .await
-        .map_err(|e| ServiceError::internal(format!("stats: {e}")))?
+        let stats = self.launcher.stats(id).await?;
+        serde_json::to_value(&stats).map_err(|e| ServiceError::internal(e.to_string()))
     }
 }
 
@@ -651,8 +684,9 @@ fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), Ser
         .map_err(|e| ServiceError::io(format!("create {}", bundle.display()), e))?;
     let data =
         serde_json::to_vec_pretty(spec).map_err(|e| ServiceError::internal(e.to_string()))?;
-    super::launcher::write_atomic(bundle, "config.json", &data)
-        .map_err(|e| ServiceError::io(format!("write {}/config.json", bundle.display()), e))
+    let path = bundle.join("config.json");
+    write_atomic(&path, &data, 0o600)
+        .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))
 }
 
 /// Unmounts the container's rootfs (if it has one) and removes its directory.
@@ -669,6 +703,40 @@ async fn remove_container_dir(dir: PathBuf) -> Result<(), ServiceError> {
     .map_err(|e| ServiceError::internal(format!("remove container directory: {e}")))?
 }
 
+/// How long a timed-out create may take to settle before it is cleaned up regardless.
+const ABANDONED_CREATE_WAIT: Duration = Duration::from_secs(600);
+
+/// Cleans up after a create that timed out: waits (bounded) for it to settle, deletes
+/// the container from the runtime (it may exist, created or half-created), lets its
+/// monitor record the exit, then unmounts and removes its directory.
+async fn abandon_create(
+    launcher: Arc<Launcher>,
+    id: String,
+    create: tokio::task::JoinHandle<Result<i32, LauncherError>>,
+    undo: UndoDir,
+) {
+    let outcome = tokio::time::timeout(ABANDONED_CREATE_WAIT, create).await;
+    let created = matches!(outcome, Ok(Ok(Ok(_))));
+    // A runtime container of that id that this create did not make is not ours to delete.
+    let ours = !matches!(&outcome, Ok(Ok(Err(e))) if e.kind() == ErrorKind::AlreadyExists);
+    if ours {
+        match launcher.delete(&id, true).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(container = id, "cleanup after a timed-out create: {e}"),
+        }
+    }
+    if created {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while read_exit(&undo.dir).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // UndoDir's drop unmounts and removes: blocking work.
+    let _ = tokio::task::spawn_blocking(move || drop(undo)).await;
+    tracing::info!(container = id, "removed after a timed-out create");
+}
+
 /// Removes a half-created container's directory (and its rootfs mounts) unless disarmed.
 struct UndoDir {
     dir: PathBuf,
@@ -678,6 +746,14 @@ struct UndoDir {
 impl UndoDir {
     fn disarm(&mut self) {
         self.dir = PathBuf::new();
+    }
+
+    /// Hands the cleanup over to the returned guard, disarming this one.
+    fn take(&mut self) -> UndoDir {
+        UndoDir {
+            dir: std::mem::take(&mut self.dir),
+            rootfs: self.rootfs,
+        }
     }
 }
 

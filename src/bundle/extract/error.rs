@@ -148,6 +148,20 @@ pub enum ExtractError {
     },
 }
 
+impl ExtractError {
+    /// Whether the archive broke a size limit (uncompressed bytes, entries, gzip ratio):
+    /// too large rather than malformed.
+    pub fn is_over_limit(&self) -> bool {
+        match self {
+            ExtractError::TooLarge { .. }
+            | ExtractError::TooManyEntries { .. }
+            | ExtractError::CompressionRatio { .. } => true,
+            ExtractError::Cleanup { error, .. } => error.is_over_limit(),
+            _ => false,
+        }
+    }
+}
+
 /// Renders a tar type flag readably: `'V'` for printable ASCII, `0x80` otherwise.
 struct TypeFlag(u8);
 

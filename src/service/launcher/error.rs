@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Unavailable,
     /// Over capacity: every slot is taken and the queue is full (429).
     Busy,
+    /// The launcher (or the container's monitor) did not finish in time (504).
+    Timeout,
+    /// An upload over a size limit: uncompressed bytes, entries, gzip ratio (413).
+    TooLarge,
     /// Anything else: the host, the kernel or corral itself failed (500).
     Internal,
 }

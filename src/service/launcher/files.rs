@@ -51,22 +51,10 @@ fn marker_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{TRUNCATED_SUFFIX}"))
 }
 
-/// Writes `data` as `dir/name` atomically: a temp file, renamed over the name, so that a
-/// reader (the service, after a restart too) sees the old content or the new, never a
-/// part. Not fsync'd: these records must survive a restart of the service, not of the
-/// host, after which no container survives either; two fsyncs cost about a millisecond
-/// on every container create and exit.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    std::fs::rename(&tmp, dir.join(name))
+/// Writes `data` as `dir/name` atomically (the runtime's helper: a temp file renamed
+/// over the name, so that a reader sees the old content or the new, never a part).
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    crate::runtime::atomic::write_atomic(&dir.join(name), data, 0o600)
 }
 
 pub fn write_exit(dir: &Path, rec: &ExitRecord) -> std::io::Result<()> {

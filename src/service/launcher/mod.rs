@@ -42,6 +42,6 @@ pub use client::Launcher;
 pub use error::{ErrorKind, LauncherError, kind_of};
 pub use files::{
     EXIT_FILE, ExitRecord, MONITOR_LOG, STDERR_LOG, STDOUT_LOG, TRUNCATED_SUFFIX, log_truncated,
-    read_exit, write_atomic,
+    read_exit,
 };
 pub use protocol::{CreateRequest, DEFAULT_LOG_LIMIT};

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 
 use super::client::Launcher;
 use super::error::LauncherError;
+use crate::runtime::linux::cgroups::CgroupStats;
 use crate::runtime::ops::{self, StateView};
 use crate::runtime::state::Store;
 
@@ -40,6 +41,12 @@ impl Launcher {
     pub async fn state(&self, id: &str) -> Result<StateView, LauncherError> {
         let id = id.to_string();
         self.blocking("state", move |s| ops::state(s, &id)).await
+    }
+
+    /// The container's cgroup usage, from the cgroup path in its runtime record.
+    pub async fn stats(&self, id: &str) -> Result<CgroupStats, LauncherError> {
+        let id = id.to_string();
+        self.blocking("stats", move |s| ops::stats(s, &id)).await
     }
 
     async fn blocking<T: Send + 'static>(

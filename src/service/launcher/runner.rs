@@ -21,7 +21,6 @@ use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 
 use super::error::LauncherError;
-use super::files::write_atomic;
 use super::monitor::{detach, fork_reporter, log_to, send_report};
 use super::protocol::Outcome;
 use crate::runtime::Error as RuntimeError;
@@ -164,7 +163,7 @@ fn execute(root: &Path, run_dir: &Path) -> Result<(), LauncherError> {
     };
     let bytes = serde_json::to_vec(&result)
         .map_err(|e| LauncherError::Protocol(format!("encode the result: {e}")))?;
-    write_atomic(run_dir, RESULT_FILE, &bytes).map_err(LauncherError::io(format!(
+    crate::runtime::atomic::write_atomic(&run_dir.join(RESULT_FILE), &bytes, 0o600).map_err(LauncherError::io(format!(
         "write {RESULT_FILE} in {}",
         run_dir.display()
     )))
