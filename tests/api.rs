@@ -1,9 +1,8 @@
 //! End-to-end tests of `corral serve`: the real server on a random loopback port with
 //! temporary directories, driven over HTTP. Containers are real (root required).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -1020,7 +1019,7 @@ async fn image_info(s: &Server, name: &str) -> Value {
 /// imported again when their recipe stamp changes, and kept while a container uses them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_dir_is_imported_with_languages() {
-    require_root();
+    common::require_root();
     let imgs = tempfile::tempdir().unwrap();
     built_image(imgs.path(), "lisp", "1.0", "recipe v1");
     std::fs::create_dir_all(imgs.path().join(".debcache/x")).unwrap(); // ignored

@@ -693,10 +693,19 @@ fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), Ser
 async fn remove_container_dir(dir: PathBuf) -> Result<(), ServiceError> {
     tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
         ContainerRootfs::unmount(&dir).map_err(|e| ServiceError::internal(e.to_string()))?;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ServiceError::io(format!("remove {}", dir.display()), e)),
+        // The container's monitor may still be writing its last record (exit.json, a
+        // log line) as the directory goes: try again briefly when a file appears.
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(ServiceError::io(format!("remove {}", dir.display()), e)),
+            }
         }
     })
     .await
