@@ -308,6 +308,8 @@ fn launch(
         systemd_cgroup: opts.systemd_cgroup,
         hooks: spec.hooks().clone(),
         own_pid_ns: plan.has_new(CloneFlags::CLONE_NEWPID),
+        process: spec.process().clone(),
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     };
     let lock = undo
         .lock
@@ -383,7 +385,7 @@ fn write_id_maps(pid: Pid, plan: &Plan) -> Result<()> {
 }
 
 /// Writes the pid file atomically, as runc does (containerd's shim reads it).
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(super) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("corral-tmp");
     std::fs::write(&tmp, pid.to_string()).ctx(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).ctx(|| format!("rename to {}", path.display()))?;

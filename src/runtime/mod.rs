@@ -1,8 +1,11 @@
 //! The OCI runtime engine: a bundle's `config.json` becomes a process in namespaces, and
 //! the lifecycle operations of the runtime spec act on it. Knows nothing of HTTP.
 
+pub mod control;
 pub mod create;
 pub mod error;
+pub mod events;
+pub mod exec;
 pub mod features;
 pub mod hooks;
 pub mod id;
