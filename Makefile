@@ -32,6 +32,7 @@ lint: deps
 test: check-root deps rootfs lint build
 	CORRAL_TEST_ROOTFS="$(ROOTFS)" $(CARGO) test --release -- --test-threads=2
 	CORRAL="$(CORRAL_BIN)" ROOTFS="$(ROOTFS)" tests/podman/run.sh
+	CORRAL="$(CORRAL_BIN)" ROOTFS="$(ROOTFS)" tests/containerd/run.sh
 
 bench: check-root deps rootfs build
 	CORRAL_BIN="$(CORRAL_BIN)" RUNC_BIN="$$(command -v runc)" \
