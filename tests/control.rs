@@ -283,3 +283,31 @@ fn update_with_an_invalid_value_changes_nothing() {
     c.exec(&["update", "--memory", "32m", &id])
         .one_line_error(&[&id, "stopped"]);
 }
+
+#[test]
+fn systemd_cgroups_are_refused_clearly() {
+    let c = Corral::new("ct-sysd");
+    let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    let why = if systemd {
+        "cgroupfs"
+    } else {
+        "systemd is not running"
+    };
+    let mut b = Bundle::new();
+    b.args(&["true"]);
+    b.write();
+    let id = c.id("flag");
+    c.exec(&[
+        "--systemd-cgroup",
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ])
+    .one_line_error(&["systemd", why]);
+    c.assert_nothing_left(&id, Some(&b));
+    let id = c.id("slice");
+    b.cgroups_path("system.slice:corral:x");
+    c.run(&id, &b).one_line_error(&["systemd", why]);
+    c.assert_nothing_left(&id, Some(&b));
+}

@@ -103,13 +103,15 @@ mod tests {
         for opt in MOUNT_OPTIONS {
             assert!(MountOptions::parse(&[opt.to_string()]).is_ok(), "{opt}");
         }
-        for refused in ["rro", "idmap", "tmpcopyup"] {
+        for refused in ["rro", "idmap"] {
             assert!(!MOUNT_OPTIONS.contains(&refused));
             assert!(
                 MountOptions::parse(&[refused.to_string()]).is_err(),
                 "{refused}"
             );
         }
+        // Parsed, but refused when the mount is made (init/rootfs.rs).
+        assert!(!MOUNT_OPTIONS.contains(&"tmpcopyup"));
         let doc = document();
         let linux = &doc["linux"];
         assert_eq!(linux["cgroup"]["systemd"], false);
