@@ -91,7 +91,7 @@ fn joins_every_namespace_and_the_cgroup() {
     let pids: Vec<i32> = serde_json::from_str(&ps.stdout).expect("ps json");
     assert!(pids.contains(&pid) && pids.contains(&init), "{ps}");
     let out = c.exec(&["exec", &id, "cat", "/proc/1/cmdline"]).ok();
-    assert_eq!(out.stdout, "sleep\0300\0", "{out}");
+    assert_eq!(out.stdout, "sleep\x00300\x00", "{out}");
     // Only stdio: no fd of the runtime reaches the process.
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()

@@ -184,9 +184,8 @@ pub fn update(store: &Store, a: &UpdateArgs) -> Result<()> {
                 text = std::fs::read(src).with_context(|| format!("read {src}"))?;
             }
             let de = &mut serde_json::Deserializer::from_slice(&text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                anyhow::anyhow!("resources {src}: {}: {}", e.path(), e.inner().to_string())
-            })?
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| anyhow::anyhow!("resources {src}: {}: {}", e.path(), e.inner()))?
         }
         None => {
             if !flags_given {
