@@ -44,6 +44,7 @@ test: check-root deps rootfs images lint build
 	CORRAL_TEST_ROOTFS="$(ROOTFS)" CORRAL_TEST_IMAGES="$(IMAGES_DIR)" \
 		$(CARGO) test --release -- --test-threads=2
 	CORRAL="$(CORRAL_BIN)" ROOTFS="$(ROOTFS)" tests/podman/run.sh
+	CORRAL="$(CORRAL_BIN)" ROOTFS="$(ROOTFS)" tests/containerd/run.sh
 
 bench: check-root deps rootfs build
 	CORRAL_BIN="$(CORRAL_BIN)" RUNC_BIN="$$(command -v runc)" \

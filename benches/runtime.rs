@@ -399,8 +399,15 @@ fn run_scenario(scenario: &Scenario, runtimes: &[Runtime; 2], iters: usize) -> R
 
 /// `POST /v1/runs` of /bin/true at 1 and 2 concurrent clients, against `runc run` of
 /// the same program by as many concurrent callers: runs per second, median and p99.
-fn run_throughput(server: &Server, runc: &Runtime, bundle: &Path, total: usize) -> Result<(), String> {
-    println!("\n== runs: POST /v1/runs of /bin/true (one fresh container per run) vs `runc run` of");
+fn run_throughput(
+    server: &Server,
+    runc: &Runtime,
+    bundle: &Path,
+    total: usize,
+) -> Result<(), String> {
+    println!(
+        "\n== runs: POST /v1/runs of /bin/true (one fresh container per run) vs `runc run` of"
+    );
     println!("   the same program, {total} runs per tool and client count");
     let body = r#"{"image":"busybox","steps":[{"name":"run","args":["/bin/true"]}]}"#;
     let bundle = bundle.to_string_lossy().to_string();
@@ -425,9 +432,11 @@ fn run_throughput(server: &Server, runc: &Runtime, bundle: &Path, total: usize) 
                                     server.call("POST", "/v1/runs", Some(body), 200)?;
                                 } else {
                                     let id = format!("bench-runs-{clients}-{c}-{i}");
-                                    runc.run(&["run", "--bundle", bundle, &id]).inspect_err(|_| {
-                                        runc.force_delete(&id);
-                                    })?;
+                                    runc.run(&["run", "--bundle", bundle, &id]).inspect_err(
+                                        |_| {
+                                            runc.force_delete(&id);
+                                        },
+                                    )?;
                                 }
                                 lat.push(t.elapsed());
                             }
@@ -437,7 +446,10 @@ fn run_throughput(server: &Server, runc: &Runtime, bundle: &Path, total: usize) 
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err("client thread panicked".into())))
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("client thread panicked".into()))
+                    })
                     .collect()
             });
             let elapsed = started.elapsed().as_secs_f64();
@@ -462,7 +474,10 @@ fn run_throughput(server: &Server, runc: &Runtime, bundle: &Path, total: usize) 
                 percentile(&lat, 99.0)
             );
         }
-        println!("   corral/runc throughput ratio at {clients} client(s): {:.2}", rates[0] / rates[1]);
+        println!(
+            "   corral/runc throughput ratio at {clients} client(s): {:.2}",
+            rates[0] / rates[1]
+        );
     }
     Ok(())
 }

@@ -7,10 +7,12 @@ export DEBIAN_FRONTEND=noninteractive
 # podman runs rootful here without systemd; with --no-install-recommends it
 # pulls conmon, crun|runc and containers-common (+ a network stack, unused:
 # tests/podman/run.sh uses --network none). catatonit is podman's --init.
-# debootstrap builds the python and gcc images (rootfs-images/*/build.sh).
+# debootstrap builds the python and gcc images (rootfs-images/*/build.sh);
+# containerd brings ctr and the runc v2 shim (tests/containerd/run.sh); umoci
+# builds the OCI image that test imports.
 packages=(
     libseccomp-dev pkg-config busybox-static runc podman conmon catatonit
-    hyperfine debootstrap
+    hyperfine debootstrap containerd umoci
 )
 
 missing=()

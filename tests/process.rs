@@ -326,7 +326,8 @@ fn reaper_runs_the_program_as_pid_2_and_reports_its_status() {
 
     // Refused: the fd is not preserved; a root process.
     let out = c.exec(&["run", "--bundle", &b.path().to_string_lossy(), &c.id("b")]);
-    out.fails().one_line_error(&["org.corral.init.reaper-status-fd", "preserve"]);
+    out.fails()
+        .one_line_error(&["org.corral.init.reaper-status-fd", "preserve"]);
     b.set("/process/user", json!({"uid": 0, "gid": 0}));
     b.write();
     let out = c.exec(&[
@@ -337,5 +338,6 @@ fn reaper_runs_the_program_as_pid_2_and_reports_its_status() {
         &b.path().to_string_lossy(),
         &c.id("c"),
     ]);
-    out.fails().one_line_error(&["org.corral.init.reaper-status-fd", "non-root"]);
+    out.fails()
+        .one_line_error(&["org.corral.init.reaper-status-fd", "non-root"]);
 }

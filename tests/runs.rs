@@ -13,7 +13,13 @@ use common::server::{ADMIN, Server, USER, call};
 use serde_json::{Value, json};
 
 async fn run(s: &Server, body: Value) -> (u16, Value) {
-    call(reqwest::Method::POST, &s.url("/v1/runs"), Some(USER), Some(body)).await
+    call(
+        reqwest::Method::POST,
+        &s.url("/v1/runs"),
+        Some(USER),
+        Some(body),
+    )
+    .await
 }
 
 /// Runs `body` and returns the result, asserting a 200.
@@ -58,14 +64,22 @@ async fn verdicts_from_busybox_programs() {
     let r = sh(&s, "while :; do :; done", json!({"cpu_time_ms": 300})).await;
     assert_eq!(verdict(&r), "TIME_LIMIT", "{r}");
     let cpu = r["cpu_time_ms"].as_u64().unwrap();
-    assert!((300..600).contains(&cpu), "cpu time {cpu} not close to the limit: {r}");
+    assert!(
+        (300..600).contains(&cpu),
+        "cpu time {cpu} not close to the limit: {r}"
+    );
 
     let r = sh(&s, "sleep 30", json!({"wall_time_ms": 300})).await;
     assert_eq!(verdict(&r), "WALL_TIME_LIMIT", "{r}");
     let wall = r["wall_time_ms"].as_u64().unwrap();
     assert!((300..3000).contains(&wall), "wall time {wall}: {r}");
 
-    let r = sh(&s, "x=a; while :; do x=$x$x; done", json!({"memory_bytes": 32 << 20})).await;
+    let r = sh(
+        &s,
+        "x=a; while :; do x=$x$x; done",
+        json!({"memory_bytes": 32 << 20}),
+    )
+    .await;
     assert_eq!(verdict(&r), "MEMORY_LIMIT", "{r}");
     assert!(r["memory_peak_bytes"].as_u64().unwrap() > 16 << 20, "{r}");
 
@@ -75,7 +89,12 @@ async fn verdicts_from_busybox_programs() {
     assert_eq!(r["stdout_truncated"], true);
 
     // A file past file_size_bytes: SIGXFSZ.
-    let r = sh(&s, "head -c 100000 /dev/zero > /tmp/f", json!({"file_size_bytes": 4096})).await;
+    let r = sh(
+        &s,
+        "head -c 100000 /dev/zero > /tmp/f",
+        json!({"file_size_bytes": 4096}),
+    )
+    .await;
     assert_eq!(verdict(&r), "OUTPUT_LIMIT", "{r}");
 
     // The program is not pid 1 of its namespace: a signal it sends itself kills it.
@@ -96,7 +115,10 @@ async fn verdicts_from_busybox_programs() {
     .await;
     let r = &results(&v, 0)[0];
     assert_eq!(verdict(r), "RUNTIME_ERROR", "{r}");
-    assert!(r["message"].as_str().unwrap().contains("/no/such/program"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("/no/such/program"),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +144,12 @@ async fn sandbox_identity_and_isolation() {
     assert_eq!(lines.last(), Some(&"lo"), "{out}");
 
     // The image is read-only; the workspace of a step is writable.
-    let r = sh(&s, "touch /etc/x 2>&1; touch /box/y && echo box-ok", json!({})).await;
+    let r = sh(
+        &s,
+        "touch /etc/x 2>&1; touch /box/y && echo box-ok",
+        json!({}),
+    )
+    .await;
     let out = r["stdout"].as_str().unwrap();
     assert!(out.contains("Read-only file system"), "{r}");
     assert!(out.contains("box-ok"), "{r}");
@@ -176,7 +203,10 @@ async fn a_failed_step_skips_the_rest() {
     assert_eq!(results(&v, 0)[0]["stderr"], "main.c:1: error\n");
     assert_eq!(v["steps"][1]["status"], "skipped", "{v}");
     assert!(
-        v["steps"][1]["reason"].as_str().unwrap().contains("compile"),
+        v["steps"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("compile"),
         "{v}"
     );
     assert!(results(&v, 1).is_empty());
@@ -190,7 +220,11 @@ fn processes_with(needle: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
         .collect()
@@ -201,9 +235,17 @@ async fn background_processes_and_fork_bombs_end_with_the_run() {
     let s = Server::start();
     let r = sh(&s, "sleep 4321 & sleep 4322 & echo started", json!({})).await;
     assert_eq!(verdict(&r), "OK", "{r}");
-    assert!(processes_with("sleep 432").is_empty(), "background processes survived");
+    assert!(
+        processes_with("sleep 432").is_empty(),
+        "background processes survived"
+    );
 
-    let r = sh(&s, "f() { f | f & }; f; sleep 2", json!({"pids": 32, "wall_time_ms": 1500})).await;
+    let r = sh(
+        &s,
+        "f() { f | f & }; f; sleep 2",
+        json!({"pids": 32, "wall_time_ms": 1500}),
+    )
+    .await;
     assert!(
         ["WALL_TIME_LIMIT", "OK", "RUNTIME_ERROR"].contains(&verdict(&r)),
         "{r}"
@@ -255,13 +297,19 @@ async fn bad_requests_are_refused_and_write_nothing() {
             json!({"image": "busybox", "files": [{"path": "/etc/passwd", "content": ""}], "steps": step}),
             "files[0].path",
         ),
-        (json!({"image": "busybox", "steps": step, "extra": 1}), "extra"),
+        (
+            json!({"image": "busybox", "steps": step, "extra": 1}),
+            "extra",
+        ),
     ];
     for (body, needle) in cases {
         let (status, v) = run(&s, body.clone()).await;
         assert_eq!(status, 400, "{body} -> {v}");
         assert_eq!(v["type"], "urn:corral:problem:bad-request", "{v}");
-        assert!(v["detail"].as_str().unwrap().contains(needle), "{body} -> {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(needle),
+            "{body} -> {v}"
+        );
     }
     let runs = std::fs::read_dir(s.data().join("runs")).unwrap().count();
     assert_eq!(runs, 0, "a refused run wrote something");
@@ -276,7 +324,13 @@ async fn bad_requests_are_refused_and_write_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 415);
-    let (status, _) = call(reqwest::Method::POST, &s.url("/v1/runs"), None, Some(json!({}))).await;
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &s.url("/v1/runs"),
+        None,
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(status, 401);
 }
 
@@ -355,20 +409,42 @@ async fn python_verdicts() {
         (
             "print(int(input()) * 2)",
             json!({}),
-            Some(json!([{"stdin": "2\n", "expected_stdout": "4\n"}, {"stdin": "3\n", "expected_stdout": "7"}])),
+            Some(
+                json!([{"stdin": "2\n", "expected_stdout": "4\n"}, {"stdin": "3\n", "expected_stdout": "7"}]),
+            ),
             "OK,WRONG_ANSWER",
         ),
-        ("while True: pass", json!({"cpu_time_ms": 500}), None, "TIME_LIMIT"),
-        ("import time; time.sleep(30)", json!({"wall_time_ms": 500}), None, "WALL_TIME_LIMIT"),
+        (
+            "while True: pass",
+            json!({"cpu_time_ms": 500}),
+            None,
+            "TIME_LIMIT",
+        ),
+        (
+            "import time; time.sleep(30)",
+            json!({"wall_time_ms": 500}),
+            None,
+            "WALL_TIME_LIMIT",
+        ),
         (
             "a = []\nwhile True: a.append(bytearray(1 << 20))",
             json!({"memory_bytes": 64 << 20}),
             None,
             "MEMORY_LIMIT",
         ),
-        ("while True: print('x' * 1000)", json!({"output_bytes": 10000}), None, "OUTPUT_LIMIT"),
+        (
+            "while True: print('x' * 1000)",
+            json!({"output_bytes": 10000}),
+            None,
+            "OUTPUT_LIMIT",
+        ),
         ("import sys; sys.exit(3)", json!({}), None, "RUNTIME_ERROR"),
-        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", json!({}), None, "SIGNALED"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)",
+            json!({}),
+            None,
+            "SIGNALED",
+        ),
         (
             "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
             json!({"pids": 32, "wall_time_ms": 1000}),
@@ -396,7 +472,10 @@ async fn python_verdicts() {
     )
     .await;
     assert_eq!(verdict(&results(&v, 0)[0]), "OK", "{v}");
-    assert!(processes_with("sleep 4323").is_empty(), "the background process survived");
+    assert!(
+        processes_with("sleep 4323").is_empty(),
+        "the background process survived"
+    );
     // A test case cannot leave a file for the next one.
     let v = run_ok(
         &s,
@@ -443,14 +522,26 @@ async fn gcc_compile_then_run() {
     let one = json!([{"stdin": ""}]);
     let cases: Vec<(&str, Value, &str)> = vec![
         ("int main(){*(volatile int*)0=1;}", json!({}), "SIGNALED"),
-        ("#include <stdlib.h>\nint main(){abort();}", json!({}), "SIGNALED"),
-        ("int main(){for(;;);}", json!({"cpu_time_ms": 300}), "TIME_LIMIT"),
+        (
+            "#include <stdlib.h>\nint main(){abort();}",
+            json!({}),
+            "SIGNALED",
+        ),
+        (
+            "int main(){for(;;);}",
+            json!({"cpu_time_ms": 300}),
+            "TIME_LIMIT",
+        ),
         (
             "#include <stdlib.h>\n#include <string.h>\nint main(){for(;;){char*p=malloc(1<<20);if(p)memset(p,1,1<<20);}}",
             json!({"memory_bytes": 64 << 20}),
             "MEMORY_LIMIT",
         ),
-        ("#include <stdio.h>\nint main(){for(;;)puts(\"spam\");}", json!({"output_bytes": 4096}), "OUTPUT_LIMIT"),
+        (
+            "#include <stdio.h>\nint main(){for(;;)puts(\"spam\");}",
+            json!({"output_bytes": 4096}),
+            "OUTPUT_LIMIT",
+        ),
         ("int main(){return 3;}", json!({}), "RUNTIME_ERROR"),
     ];
     for (code, limits, want) in cases {
@@ -465,6 +556,12 @@ async fn gcc_compile_then_run() {
     // A compile error: the run step is skipped, the compiler's message is there.
     let v = run_ok(&s, c("int main(){ return x; }", json!({}), one.clone())).await;
     assert_eq!(v["steps"][0]["status"], "failed", "{v}");
-    assert!(results(&v, 0)[0]["stderr"].as_str().unwrap().contains("error"), "{v}");
+    assert!(
+        results(&v, 0)[0]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("error"),
+        "{v}"
+    );
     assert_eq!(v["steps"][1]["status"], "skipped", "{v}");
 }

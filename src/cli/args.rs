@@ -112,6 +112,34 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Run a new process inside a running container.
+    Exec(Box<ExecArgs>),
+    /// List the processes of a container.
+    Ps {
+        /// table (ps -ef style, via the host's ps) or json (a list of host pids).
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        id: String,
+        /// Options for ps(1) (table format), default -ef.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Print a container's resource usage and OOM events as JSON lines.
+    Events {
+        id: String,
+        /// Print the statistics once and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print statistics (Go-style duration: 500ms, 5s, 1m).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
+    /// Change a container's cgroup limits.
+    Update(Box<UpdateArgs>),
     /// Write a default config.json to the bundle directory.
     Spec {
         #[arg(short, long, default_value = ".")]
@@ -134,4 +162,103 @@ pub enum Command {
     Serve(super::serve::ServeArgs),
     /// Print the OpenAPI document of the HTTP API (YAML).
     Openapi,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The container id.
+    pub id: String,
+    /// The command and its arguments (unless --process is given).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// An OCI process JSON file describing the process to run.
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// A unix socket to send the pty master to.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// The working directory inside the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE); repeatable.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// The user, as uid[:gid].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional gids; repeatable.
+    #[arg(short = 'g', long)]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to every set (CAP_NET_ADMIN); repeatable.
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    /// Set no_new_privileges for the process.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Return once the process runs (it is not waited for).
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the process's host pid to this file.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Pass this many fds after stdio (3, 4, ...) on to the process.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Exec even into a paused container.
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Refused: SELinux labels are not supported.
+    #[arg(long)]
+    pub process_label: Option<String>,
+    /// Refused: AppArmor profiles are not supported.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Refused: running the process in a sub-cgroup is not supported.
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The container id.
+    pub id: String,
+    /// A JSON file of linux.resources to apply, or - for stdin (no other flag then).
+    #[arg(short, long)]
+    pub resources: Option<String>,
+    /// Memory limit (bytes, or with a unit: 64m, 1g); -1 for unlimited.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Refused: kernel memory limits were removed from Linux.
+    #[arg(long, allow_hyphen_values = true)]
+    pub kernel_memory: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long, alias = "cpu-share")]
+    pub cpu_shares: Option<u64>,
+    /// CFS quota in microseconds per period; -1 for unlimited.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPUs the container may use (0-2,4).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes; -1 for unlimited.
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Block IO weight (10..=1000).
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod logging;
+mod manage;
 mod serve;
 mod spec;
 
@@ -67,6 +68,20 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             return Ok(run::run(&store, &create_options(cli, create), *detach)?);
         }
         Command::List { format, quiet } => list(&store, *format, *quiet)?,
+        Command::Exec(a) => return manage::exec_cmd(&store, a),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => manage::ps(&store, id, *format, ps_args)?,
+        Command::Pause { id } => crate::runtime::control::pause(&store, id)?,
+        Command::Resume { id } => crate::runtime::control::resume(&store, id)?,
+        Command::Events {
+            id,
+            stats,
+            interval,
+        } => manage::events(&store, id, *stats, interval)?,
+        Command::Update(a) => manage::update(&store, a)?,
         Command::Spec { bundle, rootless } => spec::write(bundle, *rootless)?,
         Command::Serve(args) => serve::run(args, cli.root.clone())?,
         Command::Openapi => print!("{}", crate::api::openapi::yaml()),

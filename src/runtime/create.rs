@@ -317,6 +317,8 @@ fn launch(
         systemd_cgroup: opts.systemd_cgroup,
         hooks: spec.hooks().clone(),
         own_pid_ns: plan.has_new(CloneFlags::CLONE_NEWPID),
+        process: spec.process().clone(),
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     };
     let lock = undo
         .lock
@@ -392,7 +394,7 @@ fn write_id_maps(pid: Pid, plan: &Plan) -> Result<()> {
 }
 
 /// Writes the pid file atomically, as runc does (containerd's shim reads it).
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(super) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     // 0644 as runc: engines read the pid file without privileges.
     super::atomic::write_atomic(path, pid.to_string().as_bytes(), 0o644)
         .ctx(|| format!("write pid file {}", path.display()))?;

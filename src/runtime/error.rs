@@ -1,5 +1,6 @@
 //! The runtime's error type: every variant names the container or the thing that failed.
 
+use super::exec::ExecError;
 use super::hooks::HookError;
 use super::id::InvalidId;
 use super::linux::cgroups::CgroupError;
@@ -21,6 +22,8 @@ pub enum Error {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     /// The container's init reported a setup failure (the text says what and why).
     #[error("container {id}: init: {reason}")]
     Init { id: String, reason: String },

@@ -91,3 +91,32 @@ pub fn document() -> Value {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::linux::mount_opts::MountOptions;
+
+    /// The document lists what is implemented, and nothing that is refused.
+    #[test]
+    fn lists_exactly_what_is_implemented() {
+        for opt in MOUNT_OPTIONS {
+            assert!(MountOptions::parse(&[opt.to_string()]).is_ok(), "{opt}");
+        }
+        for refused in ["rro", "idmap"] {
+            assert!(!MOUNT_OPTIONS.contains(&refused));
+            assert!(
+                MountOptions::parse(&[refused.to_string()]).is_err(),
+                "{refused}"
+            );
+        }
+        // Parsed, but refused when the mount is made (init/rootfs.rs).
+        assert!(!MOUNT_OPTIONS.contains(&"tmpcopyup"));
+        let doc = document();
+        let linux = &doc["linux"];
+        assert_eq!(linux["cgroup"]["systemd"], false);
+        assert_eq!(linux["mountExtensions"]["idmap"]["enabled"], false);
+        let actions = linux["seccomp"]["actions"].as_array().unwrap();
+        assert!(!actions.iter().any(|a| a == "SCMP_ACT_NOTIFY"));
+    }
+}

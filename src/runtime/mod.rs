@@ -2,8 +2,11 @@
 //! the lifecycle operations of the runtime spec act on it. Knows nothing of HTTP.
 
 pub mod atomic;
+pub mod control;
 pub mod create;
 pub mod error;
+pub mod events;
+pub mod exec;
 pub mod features;
 pub mod hooks;
 pub mod id;

@@ -177,7 +177,7 @@ pub fn stats(store: &Store, id: &str) -> Result<CgroupStats> {
     Ok(Cgroup::open(&cgroup_path(&rec)?)?.stats()?)
 }
 
-fn cgroup_path(rec: &Record) -> Result<CgroupPath> {
+pub(super) fn cgroup_path(rec: &Record) -> Result<CgroupPath> {
     Ok(CgroupPath::parse(
         Some(&rec.cgroup_path),
         &rec.id,
@@ -187,7 +187,7 @@ fn cgroup_path(rec: &Record) -> Result<CgroupPath> {
 
 /// A pidfd of the recorded init if it is still that process. The pidfd is opened first
 /// and the start time checked after, so the pidfd cannot refer to a reused pid.
-fn open_init(rec: &Record) -> Option<OwnedFd> {
+pub(super) fn open_init(rec: &Record) -> Option<OwnedFd> {
     let fd = pidfd_open(rec.pid).ok()?;
     (start_time(rec.pid) == Some(rec.init_start_time)).then_some(fd)
 }
@@ -229,11 +229,15 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
 /// Kills whatever is left of the container, waits for it, removes the cgroup, runs the
 /// poststop hooks and removes the state.
 pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
+    let cg = Cgroup::open(&cgroup_path(rec)?)?;
+    // A frozen (paused) task cannot die: kill everything and thaw first.
+    if cg.is_frozen().unwrap_or(false) {
+        cg.kill_all(Signal::SIGKILL)?;
+    }
     if let Some(pidfd) = open_init(rec) {
         let _ = pidfd_send_signal(&pidfd, libc::SIGKILL);
         wait_exit(&pidfd, Duration::from_secs(10));
     }
-    let cg = Cgroup::open(&cgroup_path(rec)?)?;
     // Without its own pid namespace, the container's other processes outlive the init.
     if !rec.own_pid_ns || !cg.pids()?.is_empty() {
         cg.kill_all(Signal::SIGKILL)?;

@@ -12,7 +12,7 @@ use caps::{Capability, CapsHashSet};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{
-    LinuxDevice, LinuxDeviceType, LinuxIdMapping, LinuxNamespaceType, LinuxResources, Spec,
+    LinuxDevice, LinuxDeviceType, LinuxIdMapping, LinuxNamespaceType, LinuxResources, Process, Spec,
 };
 
 use super::linux::cgroups::CgroupPath;
@@ -150,11 +150,9 @@ fn reaper_status_fd(spec: &Spec) -> Result<Option<i32>, SpecError> {
         return Ok(None);
     };
     let field = format!("annotations.{REAPER_ANNOTATION}");
-    let fd: i32 = value
-        .parse()
-        .ok()
-        .filter(|fd| *fd >= 3)
-        .ok_or_else(|| SpecError::invalid(&field, format!("{value:?}: expected an fd number >= 3")))?;
+    let fd: i32 = value.parse().ok().filter(|fd| *fd >= 3).ok_or_else(|| {
+        SpecError::invalid(&field, format!("{value:?}: expected an fd number >= 3"))
+    })?;
     let uid = spec.process().as_ref().map_or(0, |p| p.user().uid());
     if uid == 0 {
         return Err(SpecError::invalid(
@@ -571,6 +569,12 @@ fn process(spec: &Spec) -> Result<ProcessPlan, SpecError> {
         .process()
         .as_ref()
         .ok_or_else(|| SpecError::invalid("process", "missing"))?;
+    process_plan(p)
+}
+
+/// The plan of one process: the container's init, or a process that `exec` starts.
+pub fn process_plan(p: &Process) -> Result<ProcessPlan, SpecError> {
+    refuse_unimplemented_process(p)?;
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(SpecError::invalid("process.args", "must name a program"));
@@ -757,19 +761,27 @@ fn refuse_unimplemented(spec: &Spec) -> Result<(), SpecError> {
             return no("linux.mountLabel (SELinux)");
         }
     }
-    if let Some(p) = spec.process() {
-        if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
-            return no("process.selinuxLabel");
-        }
-        if p.scheduler().is_some() {
-            return no("process.scheduler");
-        }
-        if p.exec_cpu_affinity().is_some() {
-            return no("process.execCPUAffinity");
-        }
-    }
     if spec.vm().is_some() {
         return no("vm");
+    }
+    Ok(())
+}
+
+/// The process fields corral parses but does not implement (for the init and for
+/// `exec`'s process).
+fn refuse_unimplemented_process(p: &Process) -> Result<(), SpecError> {
+    let no = |field: &str| Err(SpecError::invalid(field, "not supported by corral"));
+    if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
+        return no("process.selinuxLabel");
+    }
+    if p.scheduler().is_some() {
+        return no("process.scheduler");
+    }
+    if p.exec_cpu_affinity().is_some() {
+        return no("process.execCPUAffinity");
+    }
+    if p.command_line().as_deref().is_some_and(|s| !s.is_empty()) {
+        return no("process.commandLine (Windows only)");
     }
     Ok(())
 }

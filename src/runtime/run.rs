@@ -63,7 +63,20 @@ pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
     if detach {
         return Ok(0);
     }
-    FORWARD_TO.store(created.pid.as_raw(), Ordering::SeqCst);
+    let relay = master.map(|m| std::thread::spawn(move || console::relay(m)));
+    let code = wait_forwarding(created.pid, &format!("container {}", opts.id))?;
+    if let Some(r) = relay {
+        let _ = r.join();
+    }
+    let lock = store.lock(&opts.id)?;
+    ops::destroy(store, lock, &created.record)?;
+    Ok(code)
+}
+
+/// Waits for our child `pid`, handing on the signals this process receives meanwhile;
+/// returns its exit code, or 128+N when signal N killed it. `what` names it in errors.
+pub fn wait_forwarding(pid: nix::unistd::Pid, what: &str) -> Result<i32> {
+    FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
     let action = SigAction::new(
         SigHandler::Handler(forward),
         SaFlags::SA_RESTART,
@@ -73,27 +86,20 @@ pub fn run(store: &Store, opts: &CreateOptions, detach: bool) -> Result<i32> {
         // SAFETY: the handler only calls kill(2) and reads an atomic.
         unsafe { sigaction(sig, &action) }.ctx(|| format!("install handler for {sig}"))?;
     }
-    let relay = master.map(|m| std::thread::spawn(move || console::relay(m)));
     let code = loop {
-        match waitpid(created.pid, None) {
+        match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => break code,
             Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
             Ok(_) => continue,
             Err(nix::Error::EINTR) => continue,
             Err(e) => {
-                return Err(super::linux::error::SysError::new(
-                    format!("wait for container {}", opts.id),
-                    e,
-                )
-                .into());
+                FORWARD_TO.store(0, Ordering::SeqCst);
+                return Err(
+                    super::linux::error::SysError::new(format!("wait for {what}"), e).into(),
+                );
             }
         }
     };
     FORWARD_TO.store(0, Ordering::SeqCst);
-    if let Some(r) = relay {
-        let _ = r.join();
-    }
-    let lock = store.lock(&opts.id)?;
-    ops::destroy(store, lock, &created.record)?;
     Ok(code)
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
-use oci_spec::runtime::Hooks;
+use oci_spec::runtime::{Hooks, LinuxSeccomp, Process};
 use serde::{Deserialize, Serialize};
 
 /// What the store can fail on; each names the container or the path.
@@ -63,6 +63,13 @@ pub struct Record {
     /// Whether the container has its own pid namespace (then killing init kills all).
     #[serde(default)]
     pub own_pid_ns: bool,
+    /// The container's `process`, as created: `exec` starts from it (flags mode) and
+    /// takes its capabilities and rlimits when the exec'd process names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// The container's `linux.seccomp`: every exec'd process gets it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// The state root (`--root`, default `/run/corral`).
@@ -250,6 +257,8 @@ mod tests {
             systemd_cgroup: false,
             hooks: None,
             own_pid_ns: true,
+            process: None,
+            seccomp: None,
         };
         store.save(&lock, &rec).unwrap();
         assert_eq!(store.load("c1").unwrap().pid, 42);

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::linux::cgroups::{Cgroup, CgroupPath};
 use super::linux::process::start_time;
 use super::state::{EXEC_FIFO, Record, Store};
 
@@ -33,16 +34,29 @@ impl fmt::Display for Status {
 /// - stopped: the init is gone, or its pid now belongs to a process with another start
 ///   time (pid reuse);
 /// - created: the init is alive and still waits on the exec fifo;
+/// - paused: the init is alive and the container's cgroup is frozen (`pause`);
 /// - running: the init is alive and `start` has released it.
 pub fn status(store: &Store, rec: &Record) -> Status {
     if !init_alive(rec) {
         return Status::Stopped;
+    }
+    if frozen(rec) {
+        return Status::Paused;
     }
     if store.dir(&rec.id).join(EXEC_FIFO).exists() {
         Status::Created
     } else {
         Status::Running
     }
+}
+
+/// Whether the container's cgroup is frozen. A cgroup that cannot be read is reported
+/// as not frozen: `pause` and `resume` say why when they fail on it.
+fn frozen(rec: &Record) -> bool {
+    CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, false)
+        .and_then(|p| Cgroup::open(&p))
+        .and_then(|cg| cg.is_frozen())
+        .unwrap_or(false)
 }
 
 /// Whether the recorded init still runs (and is the same process).

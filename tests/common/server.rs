@@ -168,4 +168,3 @@ pub async fn call(
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)
 }
-

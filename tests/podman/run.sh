@@ -117,6 +117,48 @@ rc=0
 out=$(prun "$tmp/cid.d" --pids-limit 50 -- cat "$pids_file" 2>"$err") || rc=$?
 check "--pids-limit 50: $pids_file" "50 (exit 0)" "$out (exit $rc)" "$err"
 
+# A terminal through the runtime's --console-socket (conmon holds the pty master).
+rc=0
+out=$(prun "$tmp/cid.e" -t -- sh -c 'tty; test -t 0 && echo is-a-tty' 2>"$err" | tr -d '\r') || rc=$?
+check "run -t: the process has a terminal" "$(printf '/dev/pts/0\nis-a-tty') (exit 0)" "$out (exit $rc)" "$err"
+
+# A long-running container: exec, pause/unpause, stop, rm.
+rm -rf -- "$tmp/rootfs-long"
+cp -a -- "$ROOTFS" "$tmp/rootfs-long"
+rc=0
+pod run -d --name corral-long --cidfile "$tmp/cid.long" --network none \
+    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+    --rootfs "$tmp/rootfs-long" sleep 600 >/dev/null 2>"$err" || rc=$?
+check "run -d sleep 600" 0 "$rc" "$err"
+state() { pod inspect --format '{{.State.Status}}' corral-long 2>/dev/null; }
+check "container is running" running "$(state)"
+
+rc=0
+out=$(pod exec corral-long sh -c 'echo in-container; cat /proc/1/cmdline | tr "\0" " "' 2>"$err") || rc=$?
+check "exec: output, in the container's pid namespace" "in-container sleep 600 (exit 0)" "$(echo $out) (exit $rc)" "$err"
+
+rc=0
+pod exec corral-long sh -c 'exit 4' 2>"$err" || rc=$?
+check "exec: exit code 4" 4 "$rc" "$err"
+
+rc=0
+out=$(pod exec -t corral-long sh -c 'test -t 1 && echo exec-tty' 2>"$err" | tr -d '\r') || rc=$?
+check "exec -t: the process has a terminal" "exec-tty (exit 0)" "$out (exit $rc)" "$err"
+
+rc=0
+pod pause corral-long >/dev/null 2>"$err" || rc=$?
+check "pause" "paused (exit 0)" "$(state) (exit $rc)" "$err"
+rc=0
+pod unpause corral-long >/dev/null 2>"$err" || rc=$?
+check "unpause" "running (exit 0)" "$(state) (exit $rc)" "$err"
+
+rc=0
+pod stop -t 2 corral-long >/dev/null 2>"$err" || rc=$?
+check "stop" "exited (exit 0)" "$(state) (exit $rc)" "$err"
+rc=0
+pod rm corral-long >/dev/null 2>"$err" || rc=$?
+check "rm" 0 "$rc" "$err"
+
 # The runtime's delete must remove the containers' cgroups.
 leftover=""
 for f in "$tmp"/cid.*; do

@@ -7,7 +7,7 @@
 //! This code runs in a forked copy of the single-threaded runtime process; on error it
 //! sends the message to the parent and exits.
 
-mod exec;
+pub(super) mod exec;
 mod rootfs;
 
 use std::ffi::CString;
@@ -323,7 +323,7 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
 }
 
 /// Every signal back to its default disposition, and none blocked.
-fn reset_signals() {
+pub(super) fn reset_signals() {
     use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
     for sig in Signal::iterator() {
         if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
@@ -377,12 +377,12 @@ fn report_exec_error(dir: &OwnedFd, msg: &str) -> nix::Result<()> {
     nix::unistd::write(&fd, msg.as_bytes()).map(drop)
 }
 
-fn setgroups_allowed() -> bool {
+pub(super) fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow")
 }
 
 /// Closes every fd at or above `first` except those in `keep`.
-fn close_fds_except(first: i32, keep: &[i32]) -> SysResult<()> {
+pub(super) fn close_fds_except(first: i32, keep: &[i32]) -> SysResult<()> {
     let mut open = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").ctx(|| "read /proc/self/fd".into())? {
         let entry = entry.ctx(|| "read /proc/self/fd".into())?;
@@ -404,7 +404,7 @@ fn close_fds_except(first: i32, keep: &[i32]) -> SysResult<()> {
     Ok(())
 }
 
-fn close_range_cloexec(first: i32) -> SysResult<()> {
+pub(super) fn close_range_cloexec(first: i32) -> SysResult<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
     let r = unsafe {
         libc::syscall(

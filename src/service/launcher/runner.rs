@@ -82,7 +82,10 @@ pub fn spawn(
 /// no fd the runner opens later lands on it.
 fn reserve_status_fd(report: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)> {
     let report = if report.as_raw_fd() == STATUS_FD {
-        match nix::fcntl::fcntl(&report, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STATUS_FD + 1)) {
+        match nix::fcntl::fcntl(
+            &report,
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STATUS_FD + 1),
+        ) {
             Ok(fd) => {
                 drop(report);
                 // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
@@ -163,10 +166,9 @@ fn execute(root: &Path, run_dir: &Path) -> Result<(), LauncherError> {
     };
     let bytes = serde_json::to_vec(&result)
         .map_err(|e| LauncherError::Protocol(format!("encode the result: {e}")))?;
-    crate::runtime::atomic::write_atomic(&run_dir.join(RESULT_FILE), &bytes, 0o600).map_err(LauncherError::io(format!(
-        "write {RESULT_FILE} in {}",
-        run_dir.display()
-    )))
+    crate::runtime::atomic::write_atomic(&run_dir.join(RESULT_FILE), &bytes, 0o600).map_err(
+        LauncherError::io(format!("write {RESULT_FILE} in {}", run_dir.display())),
+    )
 }
 
 fn run_step(
