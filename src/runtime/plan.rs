@@ -118,13 +118,6 @@ pub struct Plan {
     pub reaper_status_fd: Option<i32>,
 }
 
-/// `org.corral.init.reaper-status-fd: "<fd>"`: the program runs as pid 2 under a small
-/// pid 1 that reaps orphans and, when the program ends, writes its raw wait status (a
-/// native-endian `i32`) to `<fd>` and exits. A program that is not pid 1 of its pid
-/// namespace gets the ordinary signal semantics (`raise`, `abort`, `SIGXFSZ`,
-/// `SIGXCPU` kill it), which judged runs rely on. Only for non-root processes: that pid
-/// 1 is the runtime's own code, kept non-dumpable for its whole life.
-
 impl Plan {
     pub fn has_new(&self, ns: CloneFlags) -> bool {
         self.clone_flags.contains(ns)
@@ -139,6 +132,12 @@ impl Plan {
     }
 }
 
+/// `org.corral.init.reaper-status-fd: "<fd>"`: the program runs as pid 2 under a small
+/// pid 1 that reaps orphans and, when the program ends, writes its raw wait status (a
+/// native-endian `i32`) to `<fd>` and exits. A program that is not pid 1 of its pid
+/// namespace gets the ordinary signal semantics (`raise`, `abort`, `SIGXFSZ`,
+/// `SIGXCPU` kill it), which judged runs rely on. Only for non-root processes: that pid
+/// 1 is the runtime's own code, kept non-dumpable for its whole life.
 pub const REAPER_ANNOTATION: &str = "org.corral.init.reaper-status-fd";
 
 fn reaper_status_fd(spec: &Spec) -> Result<Option<i32>, SpecError> {
