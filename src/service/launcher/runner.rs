@@ -8,7 +8,7 @@
 //! the init (so its whole pid namespace) at the first limit reached: CPU time, wall
 //! time or output size. Memory limits are the kernel's (the cgroup's OOM counter).
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,14 +54,8 @@ pub fn spawn(
             send_report(report, &Outcome::error(&e));
             return 0;
         }
-        // fds 0-2 become each container's stdio in turn: the runner's own messages go
-        // to a copy of the launcher's stderr.
-        let _log = std::io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(|fd| log_to(std::fs::File::from(fd)));
-        // fd 3 is where each container's reaper gets its status pipe: keep it free.
+        // fd 3 is where each container's reaper gets its status pipe: hold it first, so
+        // that no fd opened below (the log's) lands on it.
         let report = match reserve_status_fd(report) {
             Ok(r) => r,
             Err((report, e)) => {
@@ -69,6 +63,13 @@ pub fn spawn(
                 return 0;
             }
         };
+        // fds 0-2 become each container's stdio in turn: the runner's own messages go
+        // to a copy of the launcher's stderr.
+        let _log = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(|fd| log_to(std::fs::File::from(fd)));
         let outcome = match execute(root, run_dir) {
             Ok(()) => Outcome::Ran,
             Err(e) => Outcome::error(&e),
@@ -98,9 +99,14 @@ fn reserve_status_fd(report: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError
     };
     match nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(null) => {
-            // SAFETY: fd 3 is free (no owner closes it later); it stays open, on
-            // /dev/null, for the runner's lifetime.
-            unsafe { libc::dup2(null.as_raw_fd(), STATUS_FD) };
+            if null.as_raw_fd() != STATUS_FD {
+                // SAFETY: fd 3 is free (no owner closes it later); it stays open, on
+                // /dev/null, for the runner's lifetime.
+                unsafe { libc::dup2(null.as_raw_fd(), STATUS_FD) };
+            } else {
+                // The open landed on fd 3 itself: that is the reservation; never close it.
+                let _ = null.into_raw_fd();
+            }
             Ok(report)
         }
         Err(e) => Err((report, LauncherError::sys("open /dev/null")(e))),
