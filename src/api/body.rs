@@ -176,6 +176,20 @@ pub fn upload_reader(
 
 /// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`] before it is parsed (serde_json's
 /// own recursion limit is 128 and its error does not say what the limit is).
+/// The request's media type: `Content-Type` without parameters, lower case (empty when
+/// missing).
+pub fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 pub fn check_json_depth(body: &[u8]) -> ApiResult<()> {
     let mut depth = 0usize;
     let mut in_string = false;

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
 use super::auth::{Identity, Role};
-use super::body::{BodyLimits, read_all, upload_reader};
+use super::body::{BodyLimits, media_type, read_all, upload_reader};
 use super::error::{ApiError, ApiResult, FieldError, Kind};
 use crate::service::containers::{ContainerView, CreateFromImage};
 use crate::service::policy::Strictness;
@@ -90,16 +90,7 @@ pub async fn create(
     identity: axum::Extension<Identity>,
     req: Request,
 ) -> ApiResult<Response> {
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ctype = media_type(req.headers());
     let view = match ctype.as_str() {
         "application/json" => {
             if q.id.is_some() {

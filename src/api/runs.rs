@@ -2,10 +2,9 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::header;
 
 use super::AppState;
-use super::body::{BodyLimits, read_all};
+use super::body::{BodyLimits, media_type, read_all};
 use super::containers::parse_json;
 use super::error::{ApiError, ApiResult, Kind};
 use crate::service::runs::request::RunRequest;
@@ -29,16 +28,7 @@ use crate::service::runs::result::RunResult;
     security(("bearer" = []))
 )]
 pub async fn create(State(state): State<AppState>, req: Request) -> ApiResult<Json<RunResult>> {
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ctype = media_type(req.headers());
     if ctype != "application/json" {
         return Err(ApiError::new(
             Kind::UnsupportedMediaType,

@@ -71,6 +71,30 @@ pub const DENIED_SYSCALLS: &[&str] = &[
     "vm86old",
 ];
 
+/// Paths hidden from every sandbox (`linux.maskedPaths`; absent ones are skipped).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths every sandbox sees read-only (`linux.readonlyPaths`).
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// The default seccomp profile (`linux.seccomp`).
 pub fn default_seccomp() -> Value {
     json!({
@@ -141,14 +165,8 @@ pub fn spec(req: &SandboxRequest<'_>, rootfs: &Path) -> Result<Spec, String> {
                 "pids": { "limit": req.pids },
                 "cpu": { "quota": quota, "period": period }
             },
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi", "/sys/devices/virtual/powercap"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ],
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
             "seccomp": default_seccomp()
         }
     });

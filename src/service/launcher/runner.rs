@@ -382,12 +382,17 @@ impl Execution {
         let mut killed = false;
         loop {
             let now = Instant::now();
+            // One read of the cgroup's CPU time per wake-up, for the check and the wait.
+            let cpu_used = match exited_at {
+                None if !killed => self.cpu_used(),
+                _ => None,
+            };
             if exited_at.is_none() && !killed {
                 if now >= wall_deadline {
                     end.wall_exceeded = true;
                     self.kill();
                     killed = true;
-                } else if let Some(used) = self.cpu_used()
+                } else if let Some(used) = cpu_used
                     && used >= cpu_limit_ns
                 {
                     end.cpu_exceeded = true;
@@ -406,7 +411,7 @@ impl Execution {
                 None => {
                     // CPU time grows at most `cpus` times as fast as wall time: poll the
                     // cgroup no later than the limit could be reached.
-                    let cpu_left = cpu_limit_ns.saturating_sub(self.cpu_used().unwrap_or(0));
+                    let cpu_left = cpu_limit_ns.saturating_sub(cpu_used.unwrap_or(0));
                     let cpu_wait = Duration::from_nanos(cpu_left / cpus)
                         .clamp(Duration::from_millis(1), Duration::from_millis(250));
                     cpu_wait.min(wall_deadline.saturating_duration_since(now))

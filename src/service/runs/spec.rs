@@ -14,7 +14,7 @@ use crate::runtime::plan::REAPER_ANNOTATION;
 
 /// The fd on which the containers' reaper reports the program's wait status.
 pub const STATUS_FD: i32 = 3;
-use crate::service::sandbox::default_seccomp;
+use crate::service::sandbox::{MASKED_PATHS, READONLY_PATHS, default_seccomp};
 
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -95,13 +95,8 @@ pub fn build(s: &StepSpec<'_>) -> Result<Spec, String> {
                 "memory": { "limit": memory, "swap": memory },
                 "pids": { "limit": pids }
             },
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ],
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
             "seccomp": default_seccomp()
         }
     });
