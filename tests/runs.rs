@@ -274,6 +274,79 @@ async fn background_processes_and_fork_bombs_end_with_the_run() {
     );
 }
 
+/// The runner process executing a run for the server `s` (its copy of the launcher's
+/// command line names `s`'s data dir; the containers' inits, also `corral-runner` until
+/// they exec, are its children).
+fn runner_of(s: &Server) -> Option<i32> {
+    let data = s.data().display().to_string();
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let ppid = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    processes_with(&data)
+        .into_iter()
+        .filter(|&p| comm(p).trim() == "corral-runner")
+        .find(|&p| comm(ppid(p)).trim() != "corral-runner")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_run_fails_that_run_only() {
+    let s = Server::start();
+    // A first run starts a runner, which stays for the next ones.
+    assert_eq!(verdict(&sh(&s, "true", json!({})).await), "OK");
+    let first = runner_of(&s).expect("an idle runner after a run");
+    let killer = async {
+        for _ in 0..200 {
+            if !processes_with("sleep 3141").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !processes_with("sleep 3141").is_empty(),
+            "the run never started"
+        );
+        assert_eq!(runner_of(&s), Some(first), "the idle runner took the run");
+        // SAFETY: kill(2) on a pid we just read; a stale pid only gets ESRCH.
+        unsafe { libc::kill(first, libc::SIGKILL) };
+    };
+    let body = json!({"image": "busybox", "steps": [{"name": "s", "args": ["sleep", "3141"], "limits": {"wall_time_ms": 60_000}}]});
+    let ((status, v), ()) = tokio::join!(run(&s, body), killer);
+    assert_eq!(status, 500, "{v}");
+    assert_eq!(v["type"], "urn:corral:problem:internal", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exited without reporting"),
+        "{v}"
+    );
+    // Its container went with it: the program, the state.
+    assert!(
+        processes_with("sleep 3141").is_empty(),
+        "the program survived"
+    );
+    let left: Vec<_> = std::fs::read_dir(s.dir.path().join("run"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "containers left: {left:?}");
+    // The next run gets a new runner.
+    let r = sh(&s, "echo again", json!({})).await;
+    assert_eq!(verdict(&r), "OK", "{r}");
+    assert_eq!(r["stdout"], "again\n");
+    assert_ne!(runner_of(&s), Some(first));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_and_write_nothing() {
     let s = Server::start();
@@ -447,7 +520,9 @@ async fn python_verdicts() {
         ),
         (
             "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
-            json!({"pids": 32, "wall_time_ms": 1000}),
+            // A CPU limit out of reach: the bomb keeps every CPU busy, and with the
+            // default (2 s) the two limits would race on a 2-CPU machine.
+            json!({"pids": 32, "wall_time_ms": 1000, "cpu_time_ms": 20_000}),
             None,
             "WALL_TIME_LIMIT",
         ),

@@ -66,6 +66,9 @@ pub fn run(args: &ServeArgs, root: Option<PathBuf>) -> Result<()> {
     }
     cfg.validate()?;
     init_logging(cfg.log_format);
+    if cfg.favor_dynmods {
+        favor_dynmods();
+    }
     std::fs::create_dir_all(&cfg.data).with_context(|| format!("create {}", cfg.data.display()))?;
     let tokens = load_tokens(&mut cfg)?;
     let store = Arc::new(ImageStore::open(&cfg.data.join("images"))?);
@@ -131,6 +134,25 @@ async fn serve(
         .context("serve HTTP")?;
     tracing::info!("corral stopped; containers keep running");
     Ok(())
+}
+
+/// `favordynmods` on the host's cgroup2 mount (see `Config::favor_dynmods`); a failure
+/// only costs speed, so it is logged, not fatal.
+fn favor_dynmods() {
+    use crate::runtime::linux::cgroups::{DynMods, favor_dynmods};
+    match favor_dynmods() {
+        Ok(DynMods::Enabled(m)) => tracing::info!(
+            "reconfigured the cgroup2 mount {} with favordynmods (cgroup migrations without an RCU grace period); favor_dynmods = false leaves it alone",
+            m.display()
+        ),
+        Ok(DynMods::AlreadySet(m)) => {
+            tracing::debug!("the cgroup2 mount {} has favordynmods", m.display())
+        }
+        Ok(DynMods::NoCgroup2) => tracing::info!(
+            "no cgroup2 mount: cgroup migrations wait for an RCU grace period (favordynmods needs cgroup2)"
+        ),
+        Err(e) => tracing::warn!("favordynmods: {e}; containers start slower"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -59,20 +59,33 @@ pub(super) fn fork_reporter(
 ) -> Result<(Pid, OwnedFd), LauncherError> {
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for a report"))?;
+    let (pid, report_r) = fork_with(what, report_r, report_w, body)?;
+    nix::fcntl::fcntl(&report_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(LauncherError::sys("set the report pipe non-blocking"))?;
+    Ok((pid, report_r))
+}
+
+/// Forks a child that runs `body` with `child_end` and exits with the code it returns
+/// (2 if it panics); the parent keeps `parent_end`. Returns the child's pid and
+/// `parent_end`.
+pub(super) fn fork_with(
+    what: &str,
+    parent_end: OwnedFd,
+    child_end: OwnedFd,
+    body: impl FnOnce(OwnedFd) -> i32,
+) -> Result<(Pid, OwnedFd), LauncherError> {
     match fork_process() {
         Ok(Forked::Child) => {
-            drop(report_r);
+            drop(parent_end);
             // Never returns: the launcher's state in this copy of its memory (sockets,
             // pending requests) is never touched again, nor dropped.
-            let code = std::panic::catch_unwind(AssertUnwindSafe(|| body(report_w))).unwrap_or(2);
+            let code = std::panic::catch_unwind(AssertUnwindSafe(|| body(child_end))).unwrap_or(2);
             exit_now(code)
         }
         Ok(Forked::Parent { pid, pidfd }) => {
             drop(pidfd);
-            drop(report_w);
-            nix::fcntl::fcntl(&report_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(LauncherError::sys("set the report pipe non-blocking"))?;
-            Ok((pid, report_r))
+            drop(child_end);
+            Ok((pid, parent_end))
         }
         Err(e) => Err(LauncherError::Sys {
             op: format!("fork {what}"),

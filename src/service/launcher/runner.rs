@@ -1,6 +1,7 @@
-//! The runner: one process per judged run, forked by the launcher, that executes the
-//! run's plan (`plan.json` in the run's directory) step by step, one fresh container per
-//! execution, and writes `result.json` there.
+//! The runner: a process forked by the launcher that executes judged runs, one at a
+//! time: for each, the run's plan (`plan.json` in the run's directory) step by step, one
+//! fresh container per execution, then `result.json` there. The launcher keeps one
+//! runner per run in flight, and reuses idle ones.
 //!
 //! Being the parent of every init it creates, the runner gets real exit statuses; being
 //! single-threaded, it may call the runtime's `clone3`. For each execution it polls the
@@ -21,8 +22,10 @@ use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 
 use super::error::LauncherError;
-use super::monitor::{detach, fork_reporter, log_to, send_report};
-use super::protocol::Outcome;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+use super::monitor::{detach, fork_with, log_to};
+use super::protocol::{MAX_PACKET, Outcome, RunRequest, decode, encode, recv_packet, send_packet};
 use crate::runtime::Error as RuntimeError;
 use crate::runtime::create::{CreateOptions, Created, create_with};
 use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
@@ -42,25 +45,34 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// Read size of the output pipes.
 const CHUNK: usize = 64 * 1024;
 
-/// Forks the runner of the run in `run_dir`. Returns its pid and the read end of the
-/// pipe on which it reports (`Ran` once `result.json` is written, or the error).
-pub fn spawn(
-    root: &Path,
-    run_dir: &Path,
-    blocked: &SigSet,
-) -> Result<(Pid, OwnedFd), LauncherError> {
-    fork_reporter(&format!("the runner of {}", run_dir.display()), |report| {
-        if let Err(e) = detach(report.as_raw_fd(), blocked, c"corral-runner") {
-            send_report(report, &Outcome::error(&e));
-            return 0;
+/// Forks a runner. It executes the runs the launcher sends it on a `SOCK_SEQPACKET`
+/// socket, one at a time: a [`RunRequest`] in, an [`Outcome`] out (`Ran` once
+/// `result.json` is written, or the error). It exits when the launcher closes its end.
+/// Returns its pid and the launcher's end of the socket.
+///
+/// A runner lives for many runs: forking one per run cost more CPU than the rest of a
+/// trivial run's bookkeeping (its copy of the launcher faults in every page of code it
+/// runs, and tears its memory down at exit).
+pub fn spawn(root: &Path, blocked: &SigSet) -> Result<(Pid, OwnedFd), LauncherError> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(LauncherError::sys("socketpair for a runner"))?;
+    fork_with("a runner", ours, theirs, |sock| {
+        if let Err(e) = detach(sock.as_raw_fd(), blocked, c"corral-runner") {
+            let _ = send_outcome(&sock, &Outcome::error(&e));
+            return 1;
         }
         // fd 3 is where each container's reaper gets its status pipe: hold it first, so
         // that no fd opened below (the log's) lands on it.
-        let report = match reserve_status_fd(report) {
-            Ok(r) => r,
-            Err((report, e)) => {
-                send_report(report, &Outcome::error(&e));
-                return 0;
+        let sock = match reserve_status_fd(sock) {
+            Ok(s) => s,
+            Err((sock, e)) => {
+                let _ = send_outcome(&sock, &Outcome::error(&e));
+                return 1;
             }
         };
         // fds 0-2 become each container's stdio in turn: the runner's own messages go
@@ -70,32 +82,60 @@ pub fn spawn(
             .try_clone_to_owned()
             .ok()
             .map(|fd| log_to(std::fs::File::from(fd)));
-        let outcome = match execute(root, run_dir) {
-            Ok(()) => Outcome::Ran,
-            Err(e) => Outcome::error(&e),
-        };
-        send_report(report, &outcome);
+        serve(root, &sock);
         0
     })
 }
 
-/// Moves `report` above fd 3 (if it is fd 3) and holds fd 3 with `/dev/null`, so that
+/// The runner's loop: one run per request, until the launcher is gone.
+fn serve(root: &Path, sock: &OwnedFd) {
+    let mut buf = vec![0u8; MAX_PACKET + 1];
+    loop {
+        let n = match recv_packet(sock.as_fd(), &mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("runner: receive a request: {e}");
+                return;
+            }
+        };
+        let outcome = match decode::<RunRequest>(&buf[..n]) {
+            Ok(r) => match execute(root, &r.dir) {
+                Ok(()) => Outcome::Ran,
+                Err(e) => Outcome::error(&e),
+            },
+            Err(e) => Outcome::error(&e),
+        };
+        // Each container's init is a copy of this process: give back what the run freed
+        // (output buffers), so that the next clone has fewer pages to map.
+        // SAFETY: malloc_trim only returns free heap memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        if let Err(e) = send_outcome(sock, &outcome) {
+            tracing::error!("runner: {e}");
+            return;
+        }
+    }
+}
+
+fn send_outcome(sock: &OwnedFd, outcome: &Outcome) -> Result<(), LauncherError> {
+    let bytes = encode(outcome)?;
+    send_packet(sock.as_fd(), &bytes).map_err(LauncherError::sys("send the outcome of a run"))
+}
+
+/// Moves `sock` above fd 3 (if it is fd 3) and holds fd 3 with `/dev/null`, so that
 /// no fd the runner opens later lands on it.
-fn reserve_status_fd(report: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)> {
-    let report = if report.as_raw_fd() == STATUS_FD {
-        match nix::fcntl::fcntl(
-            &report,
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STATUS_FD + 1),
-        ) {
+fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)> {
+    let sock = if sock.as_raw_fd() == STATUS_FD {
+        match nix::fcntl::fcntl(&sock, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STATUS_FD + 1)) {
             Ok(fd) => {
-                drop(report);
+                drop(sock);
                 // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
                 unsafe { OwnedFd::from_raw_fd(fd) }
             }
-            Err(e) => return Err((report, LauncherError::sys("move the report pipe")(e))),
+            Err(e) => return Err((sock, LauncherError::sys("move the runner's socket")(e))),
         }
     } else {
-        report
+        sock
     };
     match nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(null) => {
@@ -107,9 +147,9 @@ fn reserve_status_fd(report: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError
                 // The open landed on fd 3 itself: that is the reservation; never close it.
                 let _ = null.into_raw_fd();
             }
-            Ok(report)
+            Ok(sock)
         }
-        Err(e) => Err((report, LauncherError::sys("open /dev/null")(e))),
+        Err(e) => Err((sock, LauncherError::sys("open /dev/null")(e))),
     }
 }
 
@@ -375,7 +415,7 @@ impl Execution {
     fn supervise(&mut self, step: &StepPlan, expected: Option<&str>) -> ExecResult {
         let cpu_limit_ns = step.cpu_time_ms.saturating_mul(1_000_000);
         let wall_deadline = self.started + Duration::from_millis(step.wall_time_ms);
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let cpus = cpus();
         let mut end = Ending::default();
         let mut buf = vec![0u8; CHUNK];
         let mut exited_at: Option<Instant> = None;
@@ -541,6 +581,12 @@ impl Execution {
     }
 }
 
+/// The CPUs this process may use (read once: it reads cgroup and affinity files).
+fn cpus() -> u64 {
+    static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as u64)
+}
+
 /// One output pipe and what was read of it.
 struct Output {
     /// `None` at EOF.
@@ -586,6 +632,28 @@ impl Output {
                 Err(nix::Error::EINTR) => continue,
                 Err(_) => return false,
             }
+        }
+    }
+}
+
+/// Removes the containers of the run in `run_dir` (named `run-<run id>-...`) whose
+/// runner died mid-run: nothing else would kill them at their limits.
+pub fn abandon(root: &Path, run_dir: &Path) {
+    let Some(run) = run_dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!("run-{run}-");
+    let store = Store::new(root);
+    let ids = match store.ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!("list containers to clean up after run {run}: {e}");
+            return;
+        }
+    };
+    for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
+        if let Err(e) = ops::delete(&store, &id, true) {
+            tracing::error!("remove container {id} of an abandoned run: {e}");
         }
     }
 }

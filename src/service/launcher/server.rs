@@ -3,8 +3,10 @@
 //!
 //! It stays single-threaded (it forks), and runs one `poll` loop over: the service's
 //! socket (requests; EOF means the service is gone, and the launcher exits), a signalfd
-//! for `SIGCHLD` (it reaps its children, the monitors), and the report pipe of every
-//! create in flight (each create runs in its own monitor, so creates overlap).
+//! for `SIGCHLD` (it reaps its children, the monitors and runners), the report pipe of
+//! every create in flight (each create runs in its own monitor, so creates overlap), and
+//! the socket of every runner executing a run (a run goes to an idle runner, or to a new
+//! one: runs overlap too; the service bounds how many).
 //!
 //! What survives what: the launcher holds nothing that a container needs. When it exits
 //! (or is killed), the monitors, which are in sessions of their own, go on; they are
@@ -22,8 +24,8 @@ use nix::unistd::Pid;
 
 use super::error::{ErrorKind, LauncherError};
 use super::protocol::{
-    CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, decode, encode,
-    recv_packet, send_packet,
+    CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, RunRequest, decode,
+    encode, recv_packet, send_packet,
 };
 use super::{monitor, runner};
 
@@ -58,6 +60,7 @@ pub fn run(root: &Path, data: &Path) -> Result<(), LauncherError> {
         sigfd,
         blocked,
         pending: Vec::new(),
+        runners: Vec::new(),
     };
     server.send(&Message::Hello {
         version: PROTOCOL_VERSION,
@@ -75,6 +78,14 @@ struct Pending {
     buf: Vec<u8>,
 }
 
+/// A runner process (see [`runner::spawn`]) and the run it executes, if any.
+struct Runner {
+    pid: Pid,
+    sock: OwnedFd,
+    /// `(seq, run dir)` of the run in progress.
+    busy: Option<(u64, PathBuf)>,
+}
+
 struct Server {
     root: PathBuf,
     data: PathBuf,
@@ -82,17 +93,22 @@ struct Server {
     sigfd: SignalFd,
     blocked: SigSet,
     pending: Vec<Pending>,
+    runners: Vec<Runner>,
 }
 
 impl Server {
     fn serve(&mut self) -> Result<(), LauncherError> {
         let mut buf = vec![0u8; MAX_PACKET + 1];
         loop {
-            let Some((from_service, child_exited, reports)) = self.wait()? else {
+            let Some((from_service, child_exited, reports, runners)) = self.wait()? else {
                 continue;
             };
             if child_exited {
                 self.reap();
+            }
+            // Back to front, as below.
+            for i in runners.into_iter().rev() {
+                self.on_runner(i, &mut buf)?;
             }
             // Back to front, so that removing one does not shift the others.
             for i in reports.into_iter().rev() {
@@ -115,8 +131,9 @@ impl Server {
     }
 
     /// Waits for work: `(request from the service, SIGCHLD, indexes of readable report
-    /// pipes)`; `None` when interrupted.
-    fn wait(&self) -> Result<Option<(bool, bool, Vec<usize>)>, LauncherError> {
+    /// pipes, indexes of busy runners with something to say)`; `None` when interrupted.
+    #[allow(clippy::type_complexity)]
+    fn wait(&self) -> Result<Option<(bool, bool, Vec<usize>, Vec<usize>)>, LauncherError> {
         let mut fds = vec![
             PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
@@ -125,6 +142,13 @@ impl Server {
             self.pending
                 .iter()
                 .map(|p| PollFd::new(p.report.as_fd(), PollFlags::POLLIN)),
+        );
+        let busy: Vec<usize> = (0..self.runners.len())
+            .filter(|&i| self.runners[i].busy.is_some())
+            .collect();
+        fds.extend(
+            busy.iter()
+                .map(|&i| PollFd::new(self.runners[i].sock.as_fd(), PollFlags::POLLIN)),
         );
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -136,7 +160,14 @@ impl Server {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         let reports = (0..self.pending.len()).filter(|i| ready[i + 2]).collect();
-        Ok(Some((ready[0], ready[1], reports)))
+        let first = 2 + self.pending.len();
+        let runners = busy
+            .into_iter()
+            .enumerate()
+            .filter(|&(k, _)| ready[first + k])
+            .map(|(_, i)| i)
+            .collect();
+        Ok(Some((ready[0], ready[1], reports, runners)))
     }
 
     fn on_request(&mut self, bytes: &[u8]) -> Result<(), LauncherError> {
@@ -157,17 +188,11 @@ impl Server {
         match req.op {
             Op::Ping => self.reply(req.seq, Outcome::Pong),
             Op::Run(r) => {
-                let spawned = runner::check_dir(&self.data, &r.dir)
-                    .and_then(|dir| runner::spawn(&self.root, &dir, &self.blocked));
-                match spawned {
-                    Ok((monitor, report)) => {
-                        self.pending.push(Pending {
-                            seq: req.seq,
-                            id: r.dir.display().to_string(),
-                            monitor,
-                            report,
-                            buf: Vec::new(),
-                        });
+                let dispatched =
+                    runner::check_dir(&self.data, &r.dir).and_then(|dir| self.dispatch(dir));
+                match dispatched {
+                    Ok((i, dir)) => {
+                        self.runners[i].busy = Some((req.seq, dir));
                         Ok(())
                     }
                     Err(e) => self.reply(req.seq, Outcome::error(&e)),
@@ -189,6 +214,67 @@ impl Server {
                         Ok(())
                     }
                     Err(e) => self.reply(req.seq, Outcome::error(&e)),
+                }
+            }
+        }
+    }
+
+    /// Sends the run in `dir` to an idle runner, or to a new one; returns its index. An
+    /// idle runner that is gone (the send fails) is dropped.
+    fn dispatch(&mut self, dir: PathBuf) -> Result<(usize, PathBuf), LauncherError> {
+        let bytes = encode(&RunRequest { dir: dir.clone() })?;
+        while let Some(i) = self.runners.iter().position(|r| r.busy.is_none()) {
+            match send_packet(self.runners[i].sock.as_fd(), &bytes) {
+                Ok(()) => return Ok((i, dir)),
+                Err(e) => {
+                    let gone = self.runners.swap_remove(i);
+                    tracing::warn!("runner {} is gone ({e}); using another", gone.pid);
+                }
+            }
+        }
+        let (pid, sock) = runner::spawn(&self.root, &self.blocked)?;
+        send_packet(sock.as_fd(), &bytes).map_err(LauncherError::sys(format!(
+            "send a run to the new runner {pid}"
+        )))?;
+        self.runners.push(Runner {
+            pid,
+            sock,
+            busy: None,
+        });
+        Ok((self.runners.len() - 1, dir))
+    }
+
+    /// Relays what busy runner `i` sent (the outcome of its run); a runner that exited
+    /// instead is dropped, and its run answered with an error.
+    fn on_runner(&mut self, i: usize, buf: &mut [u8]) -> Result<(), LauncherError> {
+        let outcome = match recv_packet(self.runners[i].sock.as_fd(), buf) {
+            Ok(Some(n)) => Some(decode(&buf[..n]).unwrap_or_else(|e| Outcome::error(&e))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("receive from runner {}: {e}", self.runners[i].pid);
+                None
+            }
+        };
+        match outcome {
+            Some(outcome) => match self.runners[i].busy.take() {
+                Some((seq, _)) => self.reply(seq, outcome),
+                None => Ok(()),
+            },
+            None => {
+                let gone = self.runners.swap_remove(i);
+                match gone.busy {
+                    Some((seq, dir)) => {
+                        runner::abandon(&self.root, &dir);
+                        self.reply(
+                            seq,
+                            internal(format!(
+                                "the runner (pid {}) of the run in {} exited without reporting",
+                                gone.pid,
+                                dir.display()
+                            )),
+                        )
+                    }
+                    None => Ok(()),
                 }
             }
         }
@@ -226,8 +312,9 @@ impl Server {
         send_packet(self.sock.as_fd(), &bytes).map_err(LauncherError::sys("send to the service"))
     }
 
-    /// Reaps every exited monitor. Monitors exit 0 once they wrote `exit.json` (or
-    /// reported a failed create); anything else is worth a line in the log.
+    /// Reaps every exited monitor and runner. Monitors exit 0 once they wrote
+    /// `exit.json` (or reported a failed create), runners once the launcher's socket
+    /// closes; anything else is worth a line in the log.
     fn reap(&self) {
         while let Ok(Some(_)) = self.sigfd.read_signal() {}
         loop {
@@ -235,10 +322,10 @@ impl Server {
                 Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return,
                 Ok(WaitStatus::Exited(_, 0)) => {}
                 Ok(WaitStatus::Exited(pid, code)) => {
-                    tracing::warn!("monitor {pid} exited with code {code}");
+                    tracing::warn!("child {pid} (monitor or runner) exited with code {code}");
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    tracing::warn!("monitor {pid} killed by {sig}");
+                    tracing::warn!("child {pid} (monitor or runner) killed by {sig}");
                 }
                 Ok(_) | Err(nix::Error::EINTR) => {}
                 Err(e) => {

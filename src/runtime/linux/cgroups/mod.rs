@@ -19,6 +19,7 @@
 mod cgroup;
 mod common;
 mod convert;
+mod dynmods;
 mod error;
 mod freezer;
 mod fsutil;
@@ -39,6 +40,7 @@ mod tests_v2;
 use serde::{Deserialize, Serialize};
 
 pub use self::cgroup::Cgroup;
+pub use self::dynmods::{DynMods, favor_dynmods};
 pub use self::error::CgroupError;
 pub use self::path::CgroupPath;
 pub use self::stats::{CgroupStats, CpuStats, MemoryStats, PidsStats};
