@@ -212,6 +212,23 @@ async fn a_failed_step_skips_the_rest() {
     assert!(results(&v, 1).is_empty());
 }
 
+/// Waits (up to 5 s) for the state root of `s` to hold no container: the runner removes
+/// a run's containers just after the answer.
+async fn assert_no_containers_soon(s: &Server) {
+    let root = s.dir.path().join("run");
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = std::fs::read_dir(&root)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("containers left: {left:?}");
+}
+
 /// The pids of host processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
@@ -254,12 +271,9 @@ async fn background_processes_and_fork_bombs_end_with_the_run() {
     let r = sh(&s, "echo fine", json!({})).await;
     assert_eq!(verdict(&r), "OK", "{r}");
     assert_eq!(r["stdout"], "fine\n");
-    // Nothing is left: no container state, no run directory, no workspace mount.
-    let root = s.dir.path().join("run");
-    let left: Vec<_> = std::fs::read_dir(&root)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "containers left: {left:?}");
+    // Nothing is left: no container state (removed just after the answer), no run
+    // directory, no workspace mount.
+    assert_no_containers_soon(&s).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let runs: Vec<_> = std::fs::read_dir(s.data().join("runs"))
         .unwrap()
@@ -336,10 +350,7 @@ async fn a_runner_killed_mid_run_fails_that_run_only() {
         processes_with("sleep 3141").is_empty(),
         "the program survived"
     );
-    let left: Vec<_> = std::fs::read_dir(s.dir.path().join("run"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "containers left: {left:?}");
+    assert_no_containers_soon(&s).await;
     // The next run gets a new runner.
     let r = sh(&s, "echo again", json!({})).await;
     assert_eq!(verdict(&r), "OK", "{r}");

@@ -44,6 +44,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds.min(i32::MAX as u32 - 3) as i32,
         systemd_cgroup: cli.systemd_cgroup,
+        cgroup_controllers: None,
     }
 }
 

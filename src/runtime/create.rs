@@ -39,6 +39,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub preserve_fds: i32,
     pub systemd_cgroup: bool,
+    /// Make the cgroup only in the v1 hierarchies of these controllers (see
+    /// [`Cgroup::create_only`]); `None`: in every hierarchy, as runc does.
+    pub cgroup_controllers: Option<&'static [&'static str]>,
 }
 
 /// A created container, as seen by the process that created it.
@@ -188,7 +191,10 @@ fn launch(
     )
     .ctx(|| format!("open {}", fifo_path.display()))?;
 
-    let cgroup = Cgroup::create(&plan.cgroup_path, plan.resources.as_ref())?;
+    let cgroup = match opts.cgroup_controllers {
+        None => Cgroup::create(&plan.cgroup_path, plan.resources.as_ref())?,
+        Some(c) => Cgroup::create_only(&plan.cgroup_path, plan.resources.as_ref(), c)?,
+    };
     let cgroup_dirs = cgroup.host_dirs();
     undo.cgroup = Some(cgroup);
 

@@ -42,6 +42,11 @@ use crate::service::runs::verdict::{Ending, Verdict, judge, same_output};
 /// namespace is gone with it, so this is only reached by a process that left it).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// The cgroup v1 controllers of a run container: limits (memory, pids, devices), the
+/// measures (cpuacct, memory) and freezer (what `delete` and `kill_all` use). The other
+/// hierarchies would only cost a directory and a migration per execution.
+const RUN_CONTROLLERS: &[&str] = &["cpuacct", "memory", "pids", "devices", "freezer"];
+
 /// Read size of the output pipes.
 const CHUNK: usize = 64 * 1024;
 
@@ -89,6 +94,7 @@ pub fn spawn(root: &Path, blocked: &SigSet) -> Result<(Pid, OwnedFd), LauncherEr
 
 /// The runner's loop: one run per request, until the launcher is gone.
 fn serve(root: &Path, sock: &OwnedFd) {
+    let store = Store::new(root);
     let mut buf = vec![0u8; MAX_PACKET + 1];
     loop {
         let n = match recv_packet(sock.as_fd(), &mut buf) {
@@ -99,18 +105,25 @@ fn serve(root: &Path, sock: &OwnedFd) {
                 return;
             }
         };
+        let mut session = Session {
+            store: &store,
+            finished: Vec::new(),
+        };
         let outcome = match decode::<RunRequest>(&buf[..n]) {
-            Ok(r) => match execute(root, &r.dir) {
+            Ok(r) => match session.execute(&r.dir) {
                 Ok(()) => Outcome::Ran,
                 Err(e) => Outcome::error(&e),
             },
             Err(e) => Outcome::error(&e),
         };
+        let sent = send_outcome(sock, &outcome);
+        // The answer does not wait for the removal of the run's (exited) containers.
+        session.remove_finished();
         // Each container's init is a copy of this process: give back what the run freed
         // (output buffers), so that the next clone has fewer pages to map.
         // SAFETY: malloc_trim only returns free heap memory to the kernel.
         unsafe { libc::malloc_trim(0) };
-        if let Err(e) = send_outcome(sock, &outcome) {
+        if let Err(e) = sent {
             tracing::error!("runner: {e}");
             return;
         }
@@ -153,139 +166,146 @@ fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)>
     }
 }
 
-/// Executes the plan in `run_dir`; writes `result.json`.
-fn execute(root: &Path, run_dir: &Path) -> Result<(), LauncherError> {
-    let started = Instant::now();
-    let plan: Plan = {
-        let path = run_dir.join(PLAN_FILE);
-        let bytes =
-            std::fs::read(&path).map_err(LauncherError::io(format!("read {}", path.display())))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| LauncherError::Protocol(format!("{}: {e}", path.display())))?
-    };
-    let store = Store::new(root);
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(LauncherError::sys("open /dev/null"))?;
-    let mut steps = Vec::with_capacity(plan.steps.len());
-    let mut failed: Option<String> = None;
-    for (i, step) in plan.steps.iter().enumerate() {
-        if let Some(reason) = &failed {
+/// One run's executions: the state store, and the containers that ran (exited and
+/// waited for), removed once the answer is sent.
+struct Session<'a> {
+    store: &'a Store,
+    finished: Vec<String>,
+}
+
+impl Session<'_> {
+    /// Executes the plan in `run_dir`; writes `result.json`.
+    fn execute(&mut self, run_dir: &Path) -> Result<(), LauncherError> {
+        let started = Instant::now();
+        let plan: Plan = {
+            let path = run_dir.join(PLAN_FILE);
+            let bytes = std::fs::read(&path)
+                .map_err(LauncherError::io(format!("read {}", path.display())))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| LauncherError::Protocol(format!("{}: {e}", path.display())))?
+        };
+        let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(LauncherError::sys("open /dev/null"))?;
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        let mut failed: Option<String> = None;
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Some(reason) = &failed {
+                steps.push(StepResult {
+                    name: step.name.clone(),
+                    status: Status::Skipped,
+                    reason: Some(reason.clone()),
+                    results: Vec::new(),
+                });
+                continue;
+            }
+            let results = self.run_step(&plan, i, step, &null);
+            let bad = results.iter().find(|r| r.verdict() != Verdict::Ok);
+            let status = match bad {
+                Some(r) => {
+                    failed = Some(format!(
+                        "step {:?} failed: {}",
+                        step.name,
+                        r.verdict().as_str()
+                    ));
+                    Status::Failed
+                }
+                None => Status::Ok,
+            };
             steps.push(StepResult {
                 name: step.name.clone(),
-                status: Status::Skipped,
-                reason: Some(reason.clone()),
-                results: Vec::new(),
+                status,
+                reason: None,
+                results,
             });
-            continue;
         }
-        let results = run_step(&store, &plan, i, step, &null);
-        let bad = results.iter().find(|r| r.verdict() != Verdict::Ok);
-        let status = match bad {
-            Some(r) => {
-                failed = Some(format!(
-                    "step {:?} failed: {}",
-                    step.name,
-                    r.verdict().as_str()
-                ));
-                Status::Failed
-            }
-            None => Status::Ok,
+        let status = if failed.is_some() {
+            Status::Failed
+        } else {
+            Status::Ok
         };
-        steps.push(StepResult {
-            name: step.name.clone(),
+        let result = RunResult {
+            id: plan.id.clone(),
+            image: plan.image.clone(),
             status,
-            reason: None,
-            results,
-        });
+            steps,
+            wall_time_ms: started.elapsed().as_millis() as u64,
+        };
+        let bytes = serde_json::to_vec(&result)
+            .map_err(|e| LauncherError::Protocol(format!("encode the result: {e}")))?;
+        crate::runtime::atomic::write_atomic(&run_dir.join(RESULT_FILE), &bytes, 0o600).map_err(
+            LauncherError::io(format!("write {RESULT_FILE} in {}", run_dir.display())),
+        )
     }
-    let status = if failed.is_some() {
-        Status::Failed
-    } else {
-        Status::Ok
-    };
-    let result = RunResult {
-        id: plan.id.clone(),
-        image: plan.image.clone(),
-        status,
-        steps,
-        wall_time_ms: started.elapsed().as_millis() as u64,
-    };
-    let bytes = serde_json::to_vec(&result)
-        .map_err(|e| LauncherError::Protocol(format!("encode the result: {e}")))?;
-    crate::runtime::atomic::write_atomic(&run_dir.join(RESULT_FILE), &bytes, 0o600).map_err(
-        LauncherError::io(format!("write {RESULT_FILE} in {}", run_dir.display())),
-    )
-}
 
-fn run_step(
-    store: &Store,
-    plan: &Plan,
-    index: usize,
-    step: &StepPlan,
-    null: &OwnedFd,
-) -> Vec<ExecResult> {
-    let id = |test: Option<usize>| match test {
-        Some(t) => format!("run-{}-{index}-{t}", plan.id),
-        None => format!("run-{}-{index}", plan.id),
-    };
-    match &step.tests {
-        None => vec![execute_one(
-            store,
-            &id(None),
-            step,
-            step.stdin.as_deref(),
-            None,
-            null,
-        )],
-        Some(tests) => tests
-            .iter()
-            .enumerate()
-            .map(|(t, test)| {
-                let mut r = execute_one(
-                    store,
-                    &id(Some(t)),
-                    step,
-                    test.stdin.as_deref(),
-                    test.expected_stdout.as_deref(),
-                    null,
-                );
-                r.test = Some(t);
-                r
-            })
-            .collect(),
-    }
-}
-
-/// One execution in a fresh container; never fails: what goes wrong is the result.
-fn execute_one(
-    store: &Store,
-    id: &str,
-    step: &StepPlan,
-    stdin: Option<&Path>,
-    expected: Option<&str>,
-    null: &OwnedFd,
-) -> ExecResult {
-    let t0 = Instant::now();
-    match Execution::create(store, id, &step.bundle, stdin, null) {
-        Ok(mut x) => {
-            let t1 = Instant::now();
-            let r = x.supervise(step, expected);
-            let t2 = Instant::now();
-            x.remove(store);
-            tracing::debug!(
-                "run container {id}: create+start {:?}, run {:?}, remove {:?}",
-                t1 - t0,
-                t2 - t1,
-                t2.elapsed()
-            );
-            r
+    fn run_step(
+        &mut self,
+        plan: &Plan,
+        index: usize,
+        step: &StepPlan,
+        null: &OwnedFd,
+    ) -> Vec<ExecResult> {
+        let id = |test: Option<usize>| match test {
+            Some(t) => format!("run-{}-{index}-{t}", plan.id),
+            None => format!("run-{}-{index}", plan.id),
+        };
+        match &step.tests {
+            None => vec![self.execute_one(&id(None), step, step.stdin.as_deref(), None, null)],
+            Some(tests) => tests
+                .iter()
+                .enumerate()
+                .map(|(t, test)| {
+                    let mut r = self.execute_one(
+                        &id(Some(t)),
+                        step,
+                        test.stdin.as_deref(),
+                        test.expected_stdout.as_deref(),
+                        null,
+                    );
+                    r.test = Some(t);
+                    r
+                })
+                .collect(),
         }
-        Err(Refusal::Program(message)) => ExecResult {
-            verdict: Some(Verdict::RuntimeError),
-            message: Some(message),
-            ..Default::default()
-        },
-        Err(Refusal::Internal(message)) => internal(id, message),
+    }
+
+    /// One execution in a fresh container; never fails: what goes wrong is the result.
+    fn execute_one(
+        &mut self,
+        id: &str,
+        step: &StepPlan,
+        stdin: Option<&Path>,
+        expected: Option<&str>,
+        null: &OwnedFd,
+    ) -> ExecResult {
+        let t0 = Instant::now();
+        match Execution::create(self.store, id, &step.bundle, stdin, null) {
+            Ok(mut x) => {
+                let t1 = Instant::now();
+                let r = x.supervise(step, expected);
+                tracing::debug!(
+                    "run container {id}: create+start {:?}, run {:?}",
+                    t1 - t0,
+                    t1.elapsed()
+                );
+                self.finished.push(x.id);
+                r
+            }
+            Err(Refusal::Program(message)) => ExecResult {
+                verdict: Some(Verdict::RuntimeError),
+                message: Some(message),
+                ..Default::default()
+            },
+            Err(Refusal::Internal(message)) => internal(id, message),
+        }
+    }
+
+    /// Removes the containers that ran (their inits were waited for in `supervise`).
+    fn remove_finished(&mut self) {
+        for id in self.finished.drain(..) {
+            if let Err(e) = ops::delete(self.store, &id, true) {
+                tracing::error!("remove run container {id}: {e}");
+            }
+        }
     }
 }
 
@@ -371,6 +391,7 @@ impl Execution {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             preserve_fds: STATUS_FD - 2,
+            cgroup_controllers: Some(RUN_CONTROLLERS),
             ..CreateOptions::default()
         };
         let created = create_with(store, &opts, None);

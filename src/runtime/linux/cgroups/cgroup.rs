@@ -36,6 +36,20 @@ impl Cgroup {
         Self::create_in(Layout::host()?, path, resources)
     }
 
+    /// [`Cgroup::create`] in fewer hierarchies: on cgroup v1 (and hybrid) hosts only those
+    /// of `controllers`, without the named `systemd` and unified ones; in V2 mode the
+    /// same as `create`. For short-lived sandboxes (judged runs) that need no more:
+    /// each hierarchy costs a directory, its files and a migration per container.
+    /// [`Cgroup::open`] still finds it (it looks in every hierarchy, and a missing
+    /// directory holds nothing); `linux.resources` must not need other controllers.
+    pub fn create_only(
+        path: &CgroupPath,
+        resources: Option<&LinuxResources>,
+        controllers: &[&str],
+    ) -> Result<Self, CgroupError> {
+        Self::create_in(Layout::host_subset(controllers)?, path, resources)
+    }
+
     /// Re-opens a cgroup made earlier by [`Cgroup::create`]. Nothing is checked on disk:
     /// a cgroup that is (partly) gone can still be deleted.
     pub fn open(path: &CgroupPath) -> Result<Self, CgroupError> {

@@ -113,6 +113,36 @@ impl Layout {
         }
     }
 
+    /// The host's layout cut down to the v1 hierarchies that carry one of `controllers`
+    /// (and, on a hybrid host, without the unified mount); the host's layout itself in
+    /// V2 mode, where one hierarchy carries every controller. Cached per controller set
+    /// for the life of the process (callers use a few fixed sets).
+    pub(super) fn host_subset(controllers: &[&str]) -> Result<&'static Layout, CgroupError> {
+        static SUBSETS: std::sync::Mutex<Vec<(Vec<String>, &'static Layout)>> =
+            std::sync::Mutex::new(Vec::new());
+        let host = Self::host()?;
+        if host.mode == CgroupMode::V2 {
+            return Ok(host);
+        }
+        let key: Vec<String> = controllers.iter().map(|c| c.to_string()).collect();
+        let mut cache = SUBSETS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = cache.iter().find(|(k, _)| *k == key) {
+            return Ok(l);
+        }
+        let layout: &'static Layout = Box::leak(Box::new(Layout {
+            mode: host.mode,
+            v1: host
+                .v1
+                .iter()
+                .filter(|h| h.controllers.iter().any(|c| key.contains(c)))
+                .cloned()
+                .collect(),
+            unified: None,
+        }));
+        cache.push((key, layout));
+        Ok(layout)
+    }
+
     /// A pure cgroup v2 layout rooted at `root` (tests run the v2 code on the hybrid
     /// host's unified mount this way).
     #[cfg(test)]

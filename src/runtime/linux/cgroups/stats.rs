@@ -94,8 +94,11 @@ impl Cgroup {
         }
     }
 
+    /// Each controller's figures from its hierarchy; `None` for a controller whose
+    /// hierarchy is not mounted or does not hold the cgroup ([`Cgroup::create_only`]).
     fn stats_v1(&self) -> Result<CgroupStats, CgroupError> {
-        let cpu = match self.v1_dir("cpuacct") {
+        let dir = |controller| self.v1_dir(controller).filter(|d| d.is_dir());
+        let cpu = match dir("cpuacct") {
             Some(d) => Some(CpuStats {
                 usage_total_ns: fsutil::read_u64(&d.join("cpuacct.usage"))?,
                 usage_user_ns: fsutil::read_u64(&d.join("cpuacct.usage_user"))?,
@@ -103,7 +106,7 @@ impl Cgroup {
             }),
             None => None,
         };
-        let memory = match self.v1_dir("memory") {
+        let memory = match dir("memory") {
             Some(d) => Some(MemoryStats {
                 usage: fsutil::read_u64(&d.join("memory.usage_in_bytes"))?,
                 peak: Some(fsutil::read_u64(&d.join("memory.max_usage_in_bytes"))?),
@@ -116,10 +119,7 @@ impl Cgroup {
             }),
             None => None,
         };
-        let pids = self
-            .v1_dir("pids")
-            .map(|d| pids_stats(d, false))
-            .transpose()?;
+        let pids = dir("pids").map(|d| pids_stats(d, false)).transpose()?;
         Ok(CgroupStats { cpu, memory, pids })
     }
 }

@@ -316,3 +316,50 @@ fn a_missing_cgroup_has_no_processes_and_deletes_fine() {
     assert!(e.to_string().contains("corral-test-never"), "{e}");
     assert_gone(&cg);
 }
+
+/// `create_only` makes the cgroup in the named controllers' hierarchies only; `open`
+/// (every hierarchy) still measures, lists and deletes it.
+#[test]
+fn create_only_uses_the_named_hierarchies() {
+    let Some(host) = v1_host() else { return };
+    let path = unique_path("corral-test-only");
+    let r = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(10).build().unwrap())
+        .build()
+        .unwrap();
+    let made = Cgroup::create_only(&path, Some(&r), &["memory", "pids", "freezer"]).unwrap();
+    let mut g = Guard::new(Cgroup::open(&path).unwrap());
+    let has = |controller: &str| {
+        let i = host.v1_index(controller)?;
+        Some(g.cg().v1[i].is_dir())
+    };
+    assert_eq!(has("memory"), Some(true));
+    assert_eq!(has("pids"), Some(true));
+    assert_eq!(has("freezer"), Some(true));
+    for other in ["cpu", "cpuset", "blkio", "devices"] {
+        assert_ne!(has(other), Some(true), "{other}: made but not asked for");
+    }
+    if let Some(unified) = &g.cg().unified {
+        assert!(!unified.exists(), "made in the unified hierarchy");
+    }
+    let pid = g.sleeper();
+    made.add_process(pid).unwrap();
+    assert_eq!(g.cg().pids().unwrap(), vec![pid]);
+    let stats = g.cg().stats().unwrap();
+    assert!(stats.cpu.is_none(), "cpuacct was not asked for");
+    assert_eq!(stats.memory.unwrap().limit, Some(64 << 20));
+    assert_eq!(stats.pids.unwrap().current, 1);
+    g.cg().kill_all(Signal::SIGKILL).unwrap();
+    for c in &mut g.children {
+        let _ = c.wait();
+    }
+    g.children.clear();
+    g.cg().delete().unwrap();
+    assert!(made.dirs().all(|d| !d.exists()), "left after delete");
+}

@@ -160,7 +160,28 @@ impl SeccompProgram {
 
 /// Compiles `linux.seccomp` into a BPF program. Does not touch the calling process's
 /// seccomp state.
+///
+/// The last program compiled is kept: a long-lived caller (a judged-run runner creates
+/// container after container with the same profile) gets a copy instead of a new
+/// libseccomp compilation. The result depends only on the profile (the architecture and
+/// the syscall table are the process's own).
 pub fn compile(spec: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
+    static LAST: std::sync::Mutex<Option<(LinuxSeccomp, SeccompProgram)>> =
+        std::sync::Mutex::new(None);
+    if let Ok(last) = LAST.lock()
+        && let Some((s, p)) = last.as_ref()
+        && s == spec
+    {
+        return Ok(p.clone());
+    }
+    let program = compile_uncached(spec)?;
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((spec.clone(), program.clone()));
+    }
+    Ok(program)
+}
+
+fn compile_uncached(spec: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
     if spec.listener_path().is_some() {
         return Err(notify("linux.seccomp.listenerPath"));
     }
