@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::server::{ADMIN, Server, USER, call, client};
+use common::server::{ADMIN, Server, USER, answer, call, client};
 
 fn problem_type(v: &Value) -> &str {
     v["type"].as_str().unwrap_or("")
@@ -645,22 +645,7 @@ async fn post_tar(url: &str, token: &str, body: Vec<u8>, chunked: bool) -> (u16,
     } else {
         req.body(body)
     };
-    let resp = req.send().await.unwrap();
-    let st = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = resp.text().await.unwrap();
-    assert!(
-        st < 400 || ctype.starts_with("application/problem+json"),
-        "{st} without a problem document: {ctype} {text}"
-    );
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    answer(req.send().await.unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,20 @@ impl ImageStore {
         self.register(&mut staging, name, source, Some(digest), BTreeMap::new())
     }
 
+    /// Before an import from `dir`: `name` is free and `dir` is a directory (not a
+    /// symlink to one).
+    fn check_source(&self, name: &str, dir: &Path) -> Result<(), ImageError> {
+        self.check_new(name)?;
+        let meta = fs::symlink_metadata(dir).map_err(io_err("inspecting", dir))?;
+        if !meta.is_dir() {
+            return Err(ImageError::InvalidPath {
+                path: dir.to_owned(),
+                reason: "is not a directory",
+            });
+        }
+        Ok(())
+    }
+
     /// Registers the prepared root filesystem `dir` as image `name`: `dir` is
     /// MOVED (renamed) into the store, so it must be on the store's file
     /// system. On error `dir` is moved back where it was.
@@ -132,14 +146,7 @@ impl ImageStore {
         dir: &Path,
         source: &str,
     ) -> Result<ImageInfo, ImageError> {
-        self.check_new(name)?;
-        let meta = fs::symlink_metadata(dir).map_err(io_err("inspecting", dir))?;
-        if !meta.is_dir() {
-            return Err(ImageError::InvalidPath {
-                path: dir.to_owned(),
-                reason: "is not a directory",
-            });
-        }
+        self.check_source(name, dir)?;
         let mut staging = Staging::new(&self.root)?;
         let rootfs = staging.path().join(ROOTFS_DIR);
         fs::rename(dir, &rootfs).map_err(|e| {
@@ -180,14 +187,7 @@ impl ImageStore {
         labels: BTreeMap<String, String>,
         limits: &Limits,
     ) -> Result<ImageInfo, ImageError> {
-        self.check_new(name)?;
-        let meta = fs::symlink_metadata(dir).map_err(io_err("inspecting", dir))?;
-        if !meta.is_dir() {
-            return Err(ImageError::InvalidPath {
-                path: dir.to_owned(),
-                reason: "is not a directory",
-            });
-        }
+        self.check_source(name, dir)?;
         let mut staging = Staging::new(&self.root)?;
         let rootfs = staging.path().join(ROOTFS_DIR);
         make_dir(&rootfs)?;

@@ -151,7 +151,12 @@ pub async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.unwrap();
+    answer(req.send().await.unwrap()).await
+}
+
+/// Status and body (JSON, else the text as a string) of a response; an error must be
+/// a problem document.
+pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let ctype = resp
         .headers()

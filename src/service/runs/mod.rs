@@ -4,8 +4,9 @@
 //!
 //! The service checks the request, prepares the run's directory (workspace tmpfs, stdin
 //! files, one bundle per step, `plan.json`) and asks the launcher to execute it: the
-//! launcher forks a runner (`launcher/runner.rs`), which creates, supervises, measures
-//! and removes each container, and writes `result.json`. Admission is a fixed number of
+//! launcher hands it to a runner (`launcher/runner/`, reused across runs), which creates,
+//! supervises and measures each container, writes `result.json`, answers, then removes
+//! the run's containers. Admission is a fixed number of
 //! runs at once behind a bounded queue: past it the answer is 429 with `Retry-After`.
 
 pub mod limits;

@@ -59,13 +59,7 @@ const V1_UNLIMITED: u64 = 1 << 62;
 impl Cgroup {
     pub fn stats(&self) -> Result<CgroupStats, CgroupError> {
         match self.layout.mode {
-            CgroupMode::V2 => {
-                let dir = self
-                    .unified
-                    .as_deref()
-                    .ok_or_else(|| CgroupError::NoHierarchy("no cgroup2 mount".into()))?;
-                stats_v2(dir)
-            }
+            CgroupMode::V2 => stats_v2(self.v2_dir()?),
             CgroupMode::V1 | CgroupMode::Hybrid => self.stats_v1(),
         }
     }
@@ -75,11 +69,7 @@ impl Cgroup {
     pub fn cpu_usage_ns(&self) -> Result<u64, CgroupError> {
         match self.layout.mode {
             CgroupMode::V2 => {
-                let dir = self
-                    .unified
-                    .as_deref()
-                    .ok_or_else(|| CgroupError::NoHierarchy("no cgroup2 mount".into()))?;
-                let file = dir.join("cpu.stat");
+                let file = self.v2_dir()?.join("cpu.stat");
                 let text = fsutil::read(&file)?;
                 fsutil::flat_keyed(&text, "usage_usec")
                     .map(|v| v.saturating_mul(1000))
@@ -92,6 +82,13 @@ impl Cgroup {
                 fsutil::read_u64(&dir.join("cpuacct.usage"))
             }
         }
+    }
+
+    /// The cgroup's directory in V2 mode.
+    fn v2_dir(&self) -> Result<&Path, CgroupError> {
+        self.unified
+            .as_deref()
+            .ok_or_else(|| CgroupError::NoHierarchy("no cgroup2 mount".into()))
     }
 
     /// Each controller's figures from its hierarchy; `None` for a controller whose

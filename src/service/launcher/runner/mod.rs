@@ -1,0 +1,336 @@
+//! The runner: a process forked by the launcher that executes judged runs, one at a
+//! time: for each, the run's plan (`plan.json` in the run's directory) step by step, one
+//! fresh container per execution, then `result.json` there. The launcher keeps one
+//! runner per run in flight, and reuses idle ones.
+//!
+//! Being the parent of every init it creates, the runner gets real exit statuses; being
+//! single-threaded, it may call the runtime's `clone3`. For each execution it polls the
+//! init's pidfd and the stdout and stderr pipes, reads the cgroup's CPU time, and kills
+//! the init (so its whole pid namespace) at the first limit reached: CPU time, wall
+//! time or output size. Memory limits are the kernel's (the cgroup's OOM counter).
+//!
+//! This file: the runner process (its loop, fds, clean-up after a dead runner) and the
+//! plan's steps; `execution.rs`: one container, from create to its measured result.
+
+mod execution;
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::SigSet;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+use self::execution::{Execution, Refusal, internal};
+use super::error::LauncherError;
+use super::monitor::{detach, fork_with, log_to};
+use super::protocol::{MAX_PACKET, Outcome, RunRequest, decode, encode, recv_packet, send_packet};
+use crate::runtime::ops;
+use crate::runtime::state::Store;
+use crate::service::runs::result::{
+    ExecResult, PLAN_FILE, Plan, RESULT_FILE, RunResult, Status, StepPlan, StepResult,
+};
+use crate::service::runs::spec::STATUS_FD;
+use crate::service::runs::verdict::Verdict;
+
+/// Forks a runner. It executes the runs the launcher sends it on a `SOCK_SEQPACKET`
+/// socket, one at a time: a [`RunRequest`] in, an [`Outcome`] out (`Ran` once
+/// `result.json` is written, or the error). It exits when the launcher closes its end.
+/// Returns its pid and the launcher's end of the socket.
+///
+/// A runner lives for many runs: forking one per run cost more CPU than the rest of a
+/// trivial run's bookkeeping (its copy of the launcher faults in every page of code it
+/// runs, and tears its memory down at exit).
+pub fn spawn(root: &Path, blocked: &SigSet) -> Result<(Pid, OwnedFd), LauncherError> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(LauncherError::sys("socketpair for a runner"))?;
+    fork_with("a runner", ours, theirs, |sock| {
+        if let Err(e) = detach(sock.as_raw_fd(), blocked, c"corral-runner") {
+            let _ = send_outcome(&sock, &Outcome::error(&e));
+            return 1;
+        }
+        // fd 3 is where each container's reaper gets its status pipe: hold it first, so
+        // that no fd opened below (the log's) lands on it.
+        let sock = match reserve_status_fd(sock) {
+            Ok(s) => s,
+            Err((sock, e)) => {
+                let _ = send_outcome(&sock, &Outcome::error(&e));
+                return 1;
+            }
+        };
+        // fds 0-2 become each container's stdio in turn: the runner's own messages go
+        // to a copy of the launcher's stderr.
+        let _log = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(|fd| log_to(std::fs::File::from(fd)));
+        serve(root, &sock);
+        0
+    })
+}
+
+/// The runner's loop: one run per request, until the launcher is gone.
+fn serve(root: &Path, sock: &OwnedFd) {
+    let store = Store::new(root);
+    let mut buf = vec![0u8; MAX_PACKET + 1];
+    loop {
+        let n = match recv_packet(sock.as_fd(), &mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("runner: receive a request: {e}");
+                return;
+            }
+        };
+        let mut session = Session {
+            store: &store,
+            finished: Vec::new(),
+        };
+        let outcome = match decode::<RunRequest>(&buf[..n]) {
+            Ok(r) => match session.execute(&r.dir) {
+                Ok(()) => Outcome::Ran,
+                Err(e) => Outcome::error(&e),
+            },
+            Err(e) => Outcome::error(&e),
+        };
+        let sent = send_outcome(sock, &outcome);
+        // The answer does not wait for the removal of the run's (exited) containers.
+        session.remove_finished();
+        // Each container's init is a copy of this process: give back what the run freed
+        // (output buffers), so that the next clone has fewer pages to map.
+        // SAFETY: malloc_trim only returns free heap memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        if let Err(e) = sent {
+            tracing::error!("runner: {e}");
+            return;
+        }
+    }
+}
+
+fn send_outcome(sock: &OwnedFd, outcome: &Outcome) -> Result<(), LauncherError> {
+    let bytes = encode(outcome)?;
+    send_packet(sock.as_fd(), &bytes).map_err(LauncherError::sys("send the outcome of a run"))
+}
+
+/// Moves `sock` above fd 3 (if it is fd 3) and holds fd 3 with `/dev/null`, so that
+/// no fd the runner opens later lands on it.
+fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)> {
+    let sock = if sock.as_raw_fd() == STATUS_FD {
+        match nix::fcntl::fcntl(&sock, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STATUS_FD + 1)) {
+            Ok(fd) => {
+                drop(sock);
+                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            }
+            Err(e) => return Err((sock, LauncherError::sys("move the runner's socket")(e))),
+        }
+    } else {
+        sock
+    };
+    match nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(null) => {
+            if null.as_raw_fd() != STATUS_FD {
+                // SAFETY: fd 3 is free (no owner closes it later); it stays open, on
+                // /dev/null, for the runner's lifetime.
+                unsafe { libc::dup2(null.as_raw_fd(), STATUS_FD) };
+            } else {
+                // The open landed on fd 3 itself: that is the reservation; never close it.
+                let _ = null.into_raw_fd();
+            }
+            Ok(sock)
+        }
+        Err(e) => Err((sock, LauncherError::sys("open /dev/null")(e))),
+    }
+}
+
+/// One run's executions: the state store, and the containers that ran (exited and
+/// waited for), removed once the answer is sent.
+struct Session<'a> {
+    store: &'a Store,
+    finished: Vec<String>,
+}
+
+impl Session<'_> {
+    /// Executes the plan in `run_dir`; writes `result.json`.
+    fn execute(&mut self, run_dir: &Path) -> Result<(), LauncherError> {
+        let started = Instant::now();
+        let plan: Plan = {
+            let path = run_dir.join(PLAN_FILE);
+            let bytes = std::fs::read(&path)
+                .map_err(LauncherError::io(format!("read {}", path.display())))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| LauncherError::Protocol(format!("{}: {e}", path.display())))?
+        };
+        let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(LauncherError::sys("open /dev/null"))?;
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        let mut failed: Option<String> = None;
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Some(reason) = &failed {
+                steps.push(StepResult {
+                    name: step.name.clone(),
+                    status: Status::Skipped,
+                    reason: Some(reason.clone()),
+                    results: Vec::new(),
+                });
+                continue;
+            }
+            let results = self.run_step(&plan, i, step, &null);
+            let bad = results.iter().find(|r| r.verdict() != Verdict::Ok);
+            let status = match bad {
+                Some(r) => {
+                    failed = Some(format!(
+                        "step {:?} failed: {}",
+                        step.name,
+                        r.verdict().as_str()
+                    ));
+                    Status::Failed
+                }
+                None => Status::Ok,
+            };
+            steps.push(StepResult {
+                name: step.name.clone(),
+                status,
+                reason: None,
+                results,
+            });
+        }
+        let status = if failed.is_some() {
+            Status::Failed
+        } else {
+            Status::Ok
+        };
+        let result = RunResult {
+            id: plan.id.clone(),
+            image: plan.image.clone(),
+            status,
+            steps,
+            wall_time_ms: started.elapsed().as_millis() as u64,
+        };
+        let bytes = serde_json::to_vec(&result)
+            .map_err(|e| LauncherError::Protocol(format!("encode the result: {e}")))?;
+        crate::runtime::atomic::write_atomic(&run_dir.join(RESULT_FILE), &bytes, 0o600).map_err(
+            LauncherError::io(format!("write {RESULT_FILE} in {}", run_dir.display())),
+        )
+    }
+
+    fn run_step(
+        &mut self,
+        plan: &Plan,
+        index: usize,
+        step: &StepPlan,
+        null: &OwnedFd,
+    ) -> Vec<ExecResult> {
+        let id = |test: Option<usize>| match test {
+            Some(t) => format!("run-{}-{index}-{t}", plan.id),
+            None => format!("run-{}-{index}", plan.id),
+        };
+        match &step.tests {
+            None => vec![self.execute_one(&id(None), step, step.stdin.as_deref(), None, null)],
+            Some(tests) => tests
+                .iter()
+                .enumerate()
+                .map(|(t, test)| {
+                    let mut r = self.execute_one(
+                        &id(Some(t)),
+                        step,
+                        test.stdin.as_deref(),
+                        test.expected_stdout.as_deref(),
+                        null,
+                    );
+                    r.test = Some(t);
+                    r
+                })
+                .collect(),
+        }
+    }
+
+    /// One execution in a fresh container; never fails: what goes wrong is the result.
+    fn execute_one(
+        &mut self,
+        id: &str,
+        step: &StepPlan,
+        stdin: Option<&Path>,
+        expected: Option<&str>,
+        null: &OwnedFd,
+    ) -> ExecResult {
+        let t0 = Instant::now();
+        match Execution::create(self.store, id, &step.bundle, stdin, null) {
+            Ok(mut x) => {
+                let t1 = Instant::now();
+                let r = x.supervise(step, expected);
+                tracing::debug!(
+                    "run container {id}: create+start {:?}, run {:?}",
+                    t1 - t0,
+                    t1.elapsed()
+                );
+                self.finished.push(x.id);
+                r
+            }
+            Err(Refusal::Program(message)) => ExecResult {
+                verdict: Some(Verdict::RuntimeError),
+                message: Some(message),
+                ..Default::default()
+            },
+            Err(Refusal::Internal(message)) => internal(id, message),
+        }
+    }
+
+    /// Removes the containers that ran (their inits were waited for in `supervise`).
+    fn remove_finished(&mut self) {
+        for id in self.finished.drain(..) {
+            if let Err(e) = ops::delete(self.store, &id, true) {
+                tracing::error!("remove run container {id}: {e}");
+            }
+        }
+    }
+}
+
+/// Removes the containers of the run in `run_dir` (named `run-<run id>-...`) whose
+/// runner died mid-run: nothing else would kill them at their limits.
+pub fn abandon(root: &Path, run_dir: &Path) {
+    let Some(run) = run_dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!("run-{run}-");
+    let store = Store::new(root);
+    let ids = match store.ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!("list containers to clean up after run {run}: {e}");
+            return;
+        }
+    };
+    for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
+        if let Err(e) = ops::delete(&store, &id, true) {
+            tracing::error!("remove container {id} of an abandoned run: {e}");
+        }
+    }
+}
+
+/// The run directory must be a plain absolute path inside `data`.
+pub fn check_dir(data: &Path, dir: &Path) -> Result<PathBuf, LauncherError> {
+    let plain = dir.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    });
+    if !plain || !dir.starts_with(data) || dir == data {
+        return Err(LauncherError::bad_request(format!(
+            "run dir {}: not a plain absolute path inside {}",
+            dir.display(),
+            data.display()
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
