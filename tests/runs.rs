@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::server::{ADMIN, Server, USER, call};
@@ -212,15 +213,65 @@ async fn a_failed_step_skips_the_rest() {
     assert!(results(&v, 1).is_empty());
 }
 
-/// Waits (up to 5 s) for the state root of `s` to hold no container: the runner removes
-/// a run's containers just after the answer.
+/// A program the kernel refuses to execute: the failure is the run's (RUNTIME_ERROR,
+/// exit code 126 and execve's reason), found when the program starts under the reaper;
+/// the next execution is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_cannot_be_executed_is_a_runtime_error() {
+    let s = Server::start();
+    let v = run_ok(
+        &s,
+        json!({"image": "busybox",
+        "files": [{"path": "notelf", "content": "not a program\n", "mode": 493}],
+        "steps": [
+            {"name": "exec", "args": ["./notelf"], "tests": [{"stdin": ""}, {"stdin": ""}]}
+        ]}),
+    )
+    .await;
+    for r in results(&v, 0) {
+        // As a shell reports it: 126, and execve's reason on the program's stderr.
+        assert_eq!(verdict(r), "RUNTIME_ERROR", "{v}");
+        assert_eq!(r["exit_code"], 126, "{v}");
+        let stderr = r["stderr"].as_str().unwrap();
+        assert!(
+            stderr.contains("exec ./notelf") && stderr.contains("ENOEXEC"),
+            "no execve reason: {v}"
+        );
+    }
+    let r = sh(&s, "echo fine", json!({})).await;
+    assert_eq!(verdict(&r), "OK", "{r}");
+    assert_no_containers_soon(&s).await;
+}
+
+/// The state root of the run containers of `s` (the runners' store, in the runs tmpfs).
+fn run_store(s: &Server) -> PathBuf {
+    corral::service::runs::container_root(&s.data())
+}
+
+/// The entries of the runs dir of `s`: run dirs (the runners' store left out).
+fn run_dirs(s: &Server) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(s.data().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != ".containers")
+        .collect()
+}
+
+/// Waits (up to 5 s) for the state roots of `s` (its own, and its runners') to hold no
+/// container: the runner removes a run's containers just after the answer.
 async fn assert_no_containers_soon(s: &Server) {
-    let root = s.dir.path().join("run");
+    let roots = [s.dir.path().join("run"), run_store(s)];
     let mut left = Vec::new();
     for _ in 0..100 {
-        left = std::fs::read_dir(&root)
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        left = roots
+            .iter()
+            .flat_map(|root| {
+                std::fs::read_dir(root)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_else(|_| Vec::new())
+            })
+            .collect::<Vec<_>>();
         if left.is_empty() {
             return;
         }
@@ -275,16 +326,49 @@ async fn background_processes_and_fork_bombs_end_with_the_run() {
     // directory, no workspace mount.
     assert_no_containers_soon(&s).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let runs: Vec<_> = std::fs::read_dir(s.data().join("runs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let runs = run_dirs(&s);
     assert!(runs.is_empty(), "run dirs left: {runs:?}");
+    let workspaces = format!("{}/", s.data().join("runs").display());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
-        !mounts.contains(&s.data().join("runs").display().to_string()),
+        !mounts.contains(&workspaces),
         "a workspace is still mounted"
+    );
+}
+
+/// The mount points in this process's mount table that are tmpfs.
+fn tmpfs_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            right.starts_with("tmpfs ").then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_live_in_a_tmpfs_that_the_service_unmounts_when_it_stops() {
+    let mut s = Server::start();
+    let runs = s.data().join("runs");
+    assert!(
+        tmpfs_mounts().contains(&runs),
+        "{} is no tmpfs",
+        runs.display()
+    );
+    let r = sh(&s, "echo hi", json!({})).await;
+    assert_eq!(verdict(&r), "OK", "{r}");
+    // The run's containers had their state in the runners' store, inside it.
+    assert!(run_store(&s).starts_with(&runs));
+    assert!(run_store(&s).is_dir(), "no runners' store");
+    assert_no_containers_soon(&s).await;
+    s.stop();
+    assert!(
+        !tmpfs_mounts().contains(&runs),
+        "{} still mounted after the service stopped",
+        runs.display()
     );
 }
 
@@ -395,8 +479,8 @@ async fn bad_requests_are_refused_and_write_nothing() {
             "{body} -> {v}"
         );
     }
-    let runs = std::fs::read_dir(s.data().join("runs")).unwrap().count();
-    assert_eq!(runs, 0, "a refused run wrote something");
+    let runs = run_dirs(&s);
+    assert!(runs.is_empty(), "a refused run wrote something: {runs:?}");
 
     // Wrong content type and no token.
     let resp = common::server::client()

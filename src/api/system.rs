@@ -64,11 +64,19 @@ pub async fn not_found() -> ApiError {
     security(("bearer" = [])))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let root = state.cfg.root.clone();
+    let roots = [
+        state.cfg.root.clone(),
+        crate::service::runs::container_root(&state.cfg.data),
+    ];
     let alive = tokio::task::spawn_blocking(move || {
-        crate::runtime::state::Store::new(root)
-            .ids()
-            .map_or(0, |ids| ids.len() as i64)
+        roots
+            .iter()
+            .map(|r| {
+                crate::runtime::state::Store::new(r)
+                    .ids()
+                    .map_or(0, |ids| ids.len() as i64)
+            })
+            .sum()
     })
     .await
     .unwrap_or(0);

@@ -115,7 +115,7 @@ async fn serve(
         cfg: cfg.clone(),
         containers,
         images,
-        runs,
+        runs: runs.clone(),
         metrics,
         tokens: Arc::new(tokens),
     };
@@ -132,6 +132,7 @@ async fn serve(
     crate::api::serve::serve(listener, router(state), opts, shutdown_signal())
         .await
         .context("serve HTTP")?;
+    runs.close().await;
     tracing::info!("corral stopped; containers keep running");
     Ok(())
 }

@@ -122,6 +122,9 @@ impl Drop for Server {
             }
         }
         self.stop();
+        // The runs tmpfs, if the service could not unmount it (its runners were still
+        // removing containers).
+        let _ = nix::mount::umount2(&self.data().join("runs"), nix::mount::MntFlags::MNT_DETACH);
         // Unmount container rootfs overlays the test left.
         if let Ok(entries) = std::fs::read_dir(self.data().join("containers")) {
             for e in entries.flatten() {

@@ -69,3 +69,93 @@ pub fn execve(program: &CStr, args: &[CString], env: &[CString]) -> nix::Error {
         Ok(never) => match never {},
     }
 }
+
+/// Starts `program` as a child that shares this process's memory until it execs
+/// (`CLONE_VM | CLONE_VFORK`, what posix_spawn(3) does): this process is suspended
+/// meanwhile, and the child neither copies its page tables nor faults in its pages,
+/// which a fork would. The child only closes `close_fd` and calls execve(2) with
+/// pointer arrays built here; it touches no lock, allocator or signal handler of ours
+/// (the caller has reset every disposition to the default). Returns the child's pid,
+/// or why it did not start (a failed execve's child is reaped).
+pub fn spawn(
+    program: &CStr,
+    args: &[CString],
+    env: &[CString],
+    close_fd: i32,
+) -> Result<nix::unistd::Pid, SpawnError> {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    struct Job {
+        program: *const libc::c_char,
+        argv: *const *const libc::c_char,
+        envp: *const *const libc::c_char,
+        close_fd: i32,
+        errno: AtomicI32,
+    }
+
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the parent's `Job`, alive and unaliased while the parent is
+        // suspended (CLONE_VFORK); the calls below are plain system calls.
+        unsafe {
+            let job = &*(arg as *const Job);
+            libc::close(job.close_fd);
+            libc::execve(job.program, job.argv, job.envp);
+            job.errno
+                .store(*libc::__errno_location(), Ordering::Relaxed);
+        }
+        127
+    }
+
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let job = Job {
+        program: program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        close_fd,
+        errno: AtomicI32::new(0),
+    };
+    // The child's stack: it runs `child` and the execve wrapper only.
+    const STACK: usize = 64 * 1024;
+    let mut stack = vec![0u128; STACK / 16];
+    // SAFETY: the stack grows down from the end of `stack` (16-byte aligned: u128
+    // elements); `job`, `argv` and `envp` outlive the child's use of them, since
+    // CLONE_VFORK returns only once the child has exec'd or exited.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()).cast::<libc::c_void>();
+        libc::clone(
+            child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&job as *const Job).cast_mut().cast(),
+        )
+    };
+    if pid < 0 {
+        return Err(SpawnError::Clone(nix::Error::last()));
+    }
+    let pid = nix::unistd::Pid::from_raw(pid);
+    match job.errno.load(Ordering::Relaxed) {
+        0 => Ok(pid),
+        errno => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(SpawnError::Exec(nix::Error::from_raw(errno)))
+        }
+    }
+}
+
+/// Why [`spawn`] started no program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No child: clone(2) failed.
+    Clone(nix::Error),
+    /// The child's execve(2) failed.
+    Exec(nix::Error),
+}

@@ -108,19 +108,22 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     // The runtime's dispositions must not reach the program: Rust ignores SIGPIPE, and
     // ignored signals survive execve. Handled signals reset themselves at exec.
     reset_signals();
-    if let Some(status_fd) = plan.reaper_status_fd {
-        // SAFETY: the init is single-threaded (a clone of the single-threaded runtime),
-        // so the child may run any code until it execs.
-        match unsafe { nix::unistd::fork() } {
-            Err(e) => fail(&format!("fork the program under the reaper: {e}"), 1),
-            Ok(nix::unistd::ForkResult::Parent { child }) => reap(child, status_fd),
-            Ok(nix::unistd::ForkResult::Child) => {
-                // SAFETY: the status fd is the reaper's; the program must not hold it.
-                unsafe { libc::close(status_fd) };
+    let e = match plan.reaper_status_fd {
+        // The program is pid 2, without the reaper's status fd.
+        Some(status_fd) => match exec::spawn(
+            &ready.program,
+            &plan.process.args,
+            &plan.process.env,
+            status_fd,
+        ) {
+            Ok(program) => reap(program, status_fd),
+            Err(exec::SpawnError::Exec(e)) => e,
+            Err(exec::SpawnError::Clone(e)) => {
+                fail(&format!("start the program under the reaper: {e}"), 1)
             }
-        }
-    }
-    let e = exec::execve(&ready.program, &plan.process.args, &plan.process.env);
+        },
+        None => exec::execve(&ready.program, &plan.process.args, &plan.process.env),
+    };
     let code = if e == nix::Error::ENOENT { 127 } else { 126 };
     fail(
         &format!("exec {}: {e}", ready.program.to_string_lossy()),

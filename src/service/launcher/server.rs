@@ -54,6 +54,7 @@ pub fn run(root: &Path, data: &Path) -> Result<(), LauncherError> {
     let sigfd = SignalFd::with_flags(&blocked, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(LauncherError::sys("signalfd for SIGCHLD"))?;
     let mut server = Server {
+        run_root: crate::service::runs::container_root(&data),
         root,
         data,
         sock,
@@ -88,6 +89,8 @@ struct Runner {
 
 struct Server {
     root: PathBuf,
+    /// The state root of run containers (in the runs tmpfs), the runners' store.
+    run_root: PathBuf,
     data: PathBuf,
     sock: OwnedFd,
     sigfd: SignalFd,
@@ -232,7 +235,7 @@ impl Server {
                 }
             }
         }
-        let (pid, sock) = runner::spawn(&self.root, &self.blocked)?;
+        let (pid, sock) = runner::spawn(&self.run_root, &self.blocked)?;
         send_packet(sock.as_fd(), &bytes).map_err(LauncherError::sys(format!(
             "send a run to the new runner {pid}"
         )))?;
@@ -264,7 +267,7 @@ impl Server {
                 let gone = self.runners.swap_remove(i);
                 match gone.busy {
                     Some((seq, dir)) => {
-                        runner::abandon(&self.root, &dir);
+                        runner::abandon(&self.run_root, &dir);
                         self.reply(
                             seq,
                             internal(format!(

@@ -31,7 +31,17 @@ use crate::images::ImageStore;
 use limits::RunLimits;
 use request::{Checked, RunRequest, Shape};
 use result::{PLAN_FILE, Plan, RESULT_FILE, RunResult, StepPlan, TestPlan};
-use workspace::RunDir;
+use workspace::{InMemory, RunDir};
+
+/// The directory of the runs in the data directory (a tmpfs while the service runs).
+pub fn runs_dir(data: &Path) -> PathBuf {
+    data.join("runs")
+}
+
+/// The runtime state root of run containers (the runners' store), given the data dir.
+pub fn container_root(data: &Path) -> PathBuf {
+    runs_dir(data).join(workspace::CONTAINERS)
+}
 
 /// The `[runs]` section of the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,6 +106,8 @@ pub struct Runs {
     launcher: Arc<Launcher>,
     images: Arc<ImageStore>,
     dir: PathBuf,
+    /// Whether this service mounted the tmpfs on `dir` (and unmounts it at the end).
+    mounted: bool,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -109,16 +121,31 @@ impl Runs {
         images: Arc<ImageStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServiceError> {
-        let dir = data.join("runs");
+        let dir = runs_dir(data);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServiceError::io(format!("create {}", dir.display()), e))?;
         workspace::clean_stale(&dir);
+        let mounted = match workspace::in_memory(&dir) {
+            Ok(InMemory::Mounted) => {
+                tracing::info!("runs in memory: mounted a tmpfs on {}", dir.display());
+                true
+            }
+            Ok(InMemory::Already) => false,
+            Err(e) => {
+                tracing::warn!(
+                    "mount a tmpfs on {}: {e}; runs keep their files on its filesystem (slower)",
+                    dir.display()
+                );
+                false
+            }
+        };
         let slots = Arc::new(Semaphore::new(cfg.concurrency()));
         Ok(Runs {
             cfg,
             launcher,
             images,
             dir,
+            mounted,
             slots,
             queued: AtomicUsize::new(0),
             metrics,
@@ -163,6 +190,35 @@ impl Runs {
             Err(_) => self.metrics.count("error"),
         }
         result
+    }
+
+    /// At the service's end: unmounts the runs tmpfs this service mounted, once the
+    /// runners have removed the containers of the last runs (they do so just after
+    /// answering). Left mounted, with a warning, if some remain: the next service
+    /// cleans them up and uses the tmpfs as it is.
+    pub async fn close(&self) {
+        if !self.mounted {
+            return;
+        }
+        let store = crate::runtime::state::Store::new(self.dir.join(workspace::CONTAINERS));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = store.ids().map_or(0, |ids| ids.len());
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "{left} run containers still being removed: {} stays mounted",
+                    self.dir.display()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = workspace::unmount(&self.dir) {
+            tracing::warn!("unmount the runs tmpfs {}: {e}", self.dir.display());
+        }
     }
 
     /// A slot at once, or after waiting in the queue; 429 when the queue is full.
