@@ -45,6 +45,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         preserve_fds: a.preserve_fds.min(i32::MAX as u32 - 3) as i32,
         systemd_cgroup: cli.systemd_cgroup,
         cgroup_controllers: None,
+        loaded: None,
     }
 }
 

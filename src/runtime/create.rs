@@ -42,6 +42,10 @@ pub struct CreateOptions {
     /// Make the cgroup only in the v1 hierarchies of these controllers (see
     /// [`Cgroup::create_only`]); `None`: in every hierarchy, as runc does.
     pub cgroup_controllers: Option<&'static [&'static str]>,
+    /// The bundle as [`load_bundle`](super::spec::load_bundle) returned it for an
+    /// earlier create of the same `bundle` (a runner creates one container per test
+    /// case from one bundle): not read and parsed again. `None`: loaded here.
+    pub loaded: Option<std::sync::Arc<(PathBuf, oci_spec::runtime::Spec)>>,
 }
 
 /// A created container, as seen by the process that created it.
@@ -76,8 +80,15 @@ pub fn create_with(
     console: Option<OwnedFd>,
 ) -> Result<Created> {
     id::validate(&opts.id)?;
-    let (bundle, spec) = super::spec::load_bundle(&opts.bundle)?;
-    let plan = plan::build(&spec, &bundle, &opts.id, opts.systemd_cgroup)?;
+    let fresh;
+    let (bundle, spec) = match &opts.loaded {
+        Some(loaded) => (&loaded.0, &loaded.1),
+        None => {
+            fresh = super::spec::load_bundle(&opts.bundle)?;
+            (&fresh.0, &fresh.1)
+        }
+    };
+    let plan = plan::build(spec, bundle, &opts.id, opts.systemd_cgroup)?;
     if let Some(fd) = plan.reaper_status_fd
         && fd >= 3 + opts.preserve_fds
     {
@@ -114,7 +125,7 @@ pub fn create_with(
         cgroup: None,
         child: None,
     };
-    let created = launch(store, opts, &bundle, &spec, &plan, console, &mut undo)?;
+    let created = launch(store, opts, bundle, spec, &plan, console, &mut undo)?;
     undo.disarm();
     Ok(created)
 }

@@ -59,6 +59,10 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec), SpecError> {
 
 /// Parses a `config.json` document; on failure returns `(field path, reason)`.
 pub fn parse(text: &[u8]) -> Result<Spec, (String, String)> {
+    // Tracking the path costs as much again as the parse: only a failed parse needs it.
+    if let Ok(spec) = serde_json::from_slice(text) {
+        return Ok(spec);
+    }
     let de = &mut serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();

@@ -112,7 +112,11 @@ fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i
     let exit = pump::run(&mut running.streams, &running.created);
     for s in &mut running.streams {
         if let Err(e) = s.sink.finish() {
-            tracing::warn!("container {}: flush {}: {e}", req.id, s.sink.name());
+            tracing::warn!(
+                "container {}: record the truncation of {}: {e}",
+                req.id,
+                s.sink.name()
+            );
         }
     }
     if let Err(e) = files::write_exit(&req.data_dir, &exit) {

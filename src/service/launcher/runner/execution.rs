@@ -59,6 +59,17 @@ impl From<RuntimeError> for Refusal {
     }
 }
 
+/// A step's bundle, loaded once for all its executions (its directory, canonical, and
+/// its `config.json`).
+pub(super) type Loaded = std::sync::Arc<(std::path::PathBuf, oci_spec::runtime::Spec)>;
+
+/// Loads the bundle of a step (the service wrote it: a failure is internal).
+pub(super) fn load(bundle: &Path) -> Result<Loaded, String> {
+    crate::runtime::spec::load_bundle(bundle)
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())
+}
+
 /// A created container, its pipes and its cgroup.
 pub(super) struct Execution {
     pub(super) id: String,
@@ -77,7 +88,7 @@ impl Execution {
     pub(super) fn create(
         store: &Store,
         id: &str,
-        bundle: &Path,
+        bundle: &Loaded,
         stdin: Option<&Path>,
         null: &OwnedFd,
     ) -> Result<Self, Refusal> {
@@ -112,9 +123,10 @@ impl Execution {
         drop((input, out_w, err_w, status_w));
         let opts = CreateOptions {
             id: id.to_string(),
-            bundle: bundle.to_path_buf(),
+            bundle: bundle.0.clone(),
             preserve_fds: STATUS_FD - 2,
             cgroup_controllers: Some(RUN_CONTROLLERS),
+            loaded: Some(bundle.clone()),
             ..CreateOptions::default()
         };
         let created = create_with(store, &opts, None);

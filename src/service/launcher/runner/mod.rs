@@ -24,7 +24,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
-use self::execution::{Execution, Refusal, internal};
+use self::execution::{Execution, Loaded, Refusal, internal};
 use super::error::LauncherError;
 use super::monitor::{detach, fork_with, log_to};
 use super::protocol::{MAX_PACKET, Outcome, RunRequest, decode, encode, recv_packet, send_packet};
@@ -234,8 +234,14 @@ impl Session<'_> {
             Some(t) => format!("run-{}-{index}-{t}", plan.id),
             None => format!("run-{}-{index}", plan.id),
         };
+        let bundle = match execution::load(&step.bundle) {
+            Ok(b) => b,
+            Err(message) => return vec![internal(&id(None), message)],
+        };
         match &step.tests {
-            None => vec![self.execute_one(&id(None), step, step.stdin.as_deref(), None, null)],
+            None => {
+                vec![self.execute_one(&id(None), step, &bundle, step.stdin.as_deref(), None, null)]
+            }
             Some(tests) => tests
                 .iter()
                 .enumerate()
@@ -243,6 +249,7 @@ impl Session<'_> {
                     let mut r = self.execute_one(
                         &id(Some(t)),
                         step,
+                        &bundle,
                         test.stdin.as_deref(),
                         test.expected_stdout.as_deref(),
                         null,
@@ -259,12 +266,13 @@ impl Session<'_> {
         &mut self,
         id: &str,
         step: &StepPlan,
+        bundle: &Loaded,
         stdin: Option<&Path>,
         expected: Option<&str>,
         null: &OwnedFd,
     ) -> ExecResult {
         let t0 = Instant::now();
-        match Execution::create(self.store, id, &step.bundle, stdin, null) {
+        match Execution::create(self.store, id, bundle, stdin, null) {
             Ok(mut x) => {
                 let t1 = Instant::now();
                 let r = x.supervise(step, expected);
