@@ -21,6 +21,35 @@ pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     f.write_all(value.as_bytes()).map_err(err)
 }
 
+/// An interface file opened once for several writes, each `write(2)` one value (as
+/// `devices.allow` takes one rule per write).
+pub(super) struct Writer<'a> {
+    path: &'a Path,
+    file: Option<fs::File>,
+}
+
+impl<'a> Writer<'a> {
+    /// Opens nothing yet: the first [`Writer::write`] does.
+    pub(super) fn new(path: &'a Path) -> Self {
+        Writer { path, file: None }
+    }
+
+    pub(super) fn write(&mut self, value: &str) -> Result<(), CgroupError> {
+        let err = |e: io::Error| CgroupError::Write {
+            path: self.path.to_path_buf(),
+            value: value.to_string(),
+            errno: errno_of(&e),
+        };
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self
+                .file
+                .insert(OpenOptions::new().write(true).open(self.path).map_err(err)?),
+        };
+        file.write_all(value.as_bytes()).map_err(err)
+    }
+}
+
 pub(super) fn read(path: &Path) -> Result<String, CgroupError> {
     fs::read_to_string(path).map_err(|e| CgroupError::Read {
         path: path.to_path_buf(),

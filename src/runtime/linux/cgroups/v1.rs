@@ -16,7 +16,6 @@ use std::path::Path;
 
 use cgroups_rs::fs::blkio::BlkIoController;
 use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::devices::{DevicePermissions, DeviceType, DevicesController};
 use cgroups_rs::fs::memory::MemController;
 use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxPids, LinuxResources,
@@ -264,34 +263,21 @@ fn hugetlb(cg: &Cgroup, limits: &[LinuxHugepageLimit]) -> Result<(), CgroupError
     }
 }
 
-/// `devices.allow` / `devices.deny`, one write per rule, in the order given. Note that a
-/// leading "deny all" briefly denies everything when re-applied to a running container
-/// (`update`); runc avoids that with a rule emulator, which corral does not have.
+/// `devices.allow` / `devices.deny`, one write per rule, in the order given (each file
+/// opened once). Note that a leading "deny all" briefly denies everything when
+/// re-applied to a running container (`update`); runc avoids that with a rule emulator,
+/// which corral does not have.
 fn devices(cg: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> {
     let rules = validate::device_rules(r)?;
     if rules.is_empty() {
         return Ok(());
     }
     let dir = need(cg, "devices", "devices")?;
-    let dc = DevicesController::new(dir.to_path_buf(), dir.to_path_buf());
+    let (allow, deny) = (dir.join("devices.allow"), dir.join("devices.deny"));
+    let (mut allow, mut deny) = (fsutil::Writer::new(&allow), fsutil::Writer::new(&deny));
     for rule in &rules {
-        let typ = match rule.typ {
-            'b' => DeviceType::Block,
-            'c' => DeviceType::Char,
-            _ => DeviceType::All,
-        };
-        let perms: Vec<DevicePermissions> = rule
-            .access
-            .chars()
-            .filter_map(DevicePermissions::from_char)
-            .collect();
-        let (major, minor) = (rule.major.unwrap_or(-1), rule.minor.unwrap_or(-1));
-        let res = if rule.allow {
-            dc.allow_device(typ, major, minor, &perms)
-        } else {
-            dc.deny_device(typ, major, minor, &perms)
-        };
-        res.rs_ctx(dir, rule)?;
+        let file = if rule.allow { &mut allow } else { &mut deny };
+        file.write(&rule.to_string())?;
     }
     Ok(())
 }
