@@ -358,12 +358,30 @@ async fn runs_live_in_a_tmpfs_that_the_service_unmounts_when_it_stops() {
         "{} is no tmpfs",
         runs.display()
     );
-    let r = sh(&s, "echo hi", json!({})).await;
-    assert_eq!(verdict(&r), "OK", "{r}");
+    let v = run_ok(
+        &s,
+        json!({"image": "busybox", "steps": [{"name": "s", "args": ["true"], "tests": [{"stdin": ""}, {"stdin": ""}]}]}),
+    )
+    .await;
+    assert_eq!(v["status"], "ok", "{v}");
     // The run's containers had their state in the runners' store, inside it.
     assert!(run_store(&s).starts_with(&runs));
     assert!(run_store(&s).is_dir(), "no runners' store");
     assert_no_containers_soon(&s).await;
+    // Their cgroups are gone too, in every hierarchy.
+    let prefix = format!("run-{}-", v["id"].as_str().unwrap());
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten();
+    for h in hierarchies {
+        let parent = h.path().join("corral");
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(&prefix),
+                "cgroup left: {}",
+                e.path().display()
+            );
+        }
+    }
     s.stop();
     assert!(
         !tmpfs_mounts().contains(&runs),

@@ -56,6 +56,12 @@ impl Cgroup {
         Ok(Self::at(Layout::host()?, path))
     }
 
+    /// Re-opens a cgroup made by [`Cgroup::create_only`] with the same `controllers`:
+    /// only their hierarchies are read and removed.
+    pub fn open_only(path: &CgroupPath, controllers: &[&str]) -> Result<Self, CgroupError> {
+        Ok(Self::at(Layout::host_subset(controllers)?, path))
+    }
+
     pub(super) fn at(layout: &'static Layout, path: &CgroupPath) -> Self {
         let rel = path.relative();
         Self {

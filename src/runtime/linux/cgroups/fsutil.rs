@@ -42,9 +42,12 @@ impl<'a> Writer<'a> {
         };
         let file = match &mut self.file {
             Some(f) => f,
-            None => self
-                .file
-                .insert(OpenOptions::new().write(true).open(self.path).map_err(err)?),
+            None => self.file.insert(
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.path)
+                    .map_err(err)?,
+            ),
         };
         file.write_all(value.as_bytes()).map_err(err)
     }

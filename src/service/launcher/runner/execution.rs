@@ -142,7 +142,7 @@ impl Execution {
             id,
             created.record.systemd_cgroup,
         )
-        .and_then(|p| Cgroup::open(&p));
+        .and_then(|p| Cgroup::open_only(&p, RUN_CONTROLLERS));
         let mut x = Execution {
             id: id.to_string(),
             cgroup: None,
@@ -277,6 +277,14 @@ impl Execution {
         r
     }
 
+    /// Done with: what remains to remove.
+    pub(super) fn finish(self) -> Finished {
+        Finished {
+            id: self.id,
+            cgroup: self.cgroup,
+        }
+    }
+
     /// The wait status the reaper reported, if it did (the init has exited).
     fn program_status(&self) -> Option<libc::c_int> {
         let mut buf = [0u8; 4];
@@ -333,6 +341,40 @@ impl Execution {
         let _ = waitpid(self.created.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         if let Err(e) = ops::delete(store, &self.id, true) {
             tracing::error!("remove run container {}: {e}", self.id);
+        }
+    }
+}
+
+/// An execution whose init was waited for: its container, to remove.
+pub(super) struct Finished {
+    id: String,
+    cgroup: Option<Cgroup>,
+}
+
+impl Finished {
+    /// Removes the container. Its pid namespace ended with its init, so nothing of it
+    /// runs and there is no state to read or status to check: its cgroup directories go,
+    /// then its state directory. Should that fail (a process left in the cgroup), the
+    /// runtime's forced delete does the rest.
+    pub(super) fn remove(self, store: &Store) {
+        let quick = self
+            .cgroup
+            .as_ref()
+            .map_or(Ok(()), |cg| cg.delete().map_err(|e| e.to_string()))
+            .and_then(|()| {
+                store
+                    .lock(&self.id)
+                    .and_then(|lock| store.remove(lock))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = quick {
+            tracing::warn!(
+                "remove run container {}: {e}; deleting it by force",
+                self.id
+            );
+            if let Err(e) = ops::delete(store, &self.id, true) {
+                tracing::error!("remove run container {}: {e}", self.id);
+            }
         }
     }
 }

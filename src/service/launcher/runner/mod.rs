@@ -24,7 +24,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
-use self::execution::{Execution, Loaded, Refusal, internal};
+use self::execution::{Execution, Finished, Loaded, Refusal, internal};
 use super::error::LauncherError;
 use super::monitor::{detach, fork_with, log_to};
 use super::protocol::{MAX_PACKET, Outcome, RunRequest, decode, encode, recv_packet, send_packet};
@@ -156,7 +156,7 @@ fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)>
 /// waited for), removed once the answer is sent.
 struct Session<'a> {
     store: &'a Store,
-    finished: Vec<String>,
+    finished: Vec<Finished>,
 }
 
 impl Session<'_> {
@@ -281,7 +281,7 @@ impl Session<'_> {
                     t1 - t0,
                     t1.elapsed()
                 );
-                self.finished.push(x.id);
+                self.finished.push(x.finish());
                 r
             }
             Err(Refusal::Program(message)) => ExecResult {
@@ -295,10 +295,8 @@ impl Session<'_> {
 
     /// Removes the containers that ran (their inits were waited for in `supervise`).
     fn remove_finished(&mut self) {
-        for id in self.finished.drain(..) {
-            if let Err(e) = ops::delete(self.store, &id, true) {
-                tracing::error!("remove run container {id}: {e}");
-            }
+        for x in self.finished.drain(..) {
+            x.remove(self.store);
         }
     }
 }
