@@ -80,6 +80,14 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
             ));
         }
     }
+    start_created(&lock, &rec)
+}
+
+/// The second half of [`start`], for a caller that holds the container's lock and
+/// knows it is `created` (its own [`create`](super::create::create_with) just
+/// returned it): no state to read, no status to derive.
+pub fn start_created(lock: &Lock, rec: &Record) -> Result<()> {
+    let id = &rec.id;
     let fifo_path = lock.dir().join(EXEC_FIFO);
     // Non-blocking: if the init is gone there is no reader, and open fails with ENXIO
     // instead of hanging.
@@ -113,7 +121,7 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
             reason,
         });
     }
-    run_poststart(&rec);
+    run_poststart(rec);
     Ok(())
 }
 

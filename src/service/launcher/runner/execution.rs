@@ -160,7 +160,12 @@ impl Execution {
             }
         }
         x.started = Instant::now();
-        if let Err(e) = ops::start(store, id) {
+        // Created just now, by this process: started without reading its state back.
+        let started = store
+            .lock(id)
+            .map_err(RuntimeError::from)
+            .and_then(|lock| ops::start_created(&lock, &x.created.record));
+        if let Err(e) = started {
             x.remove(store);
             return Err(e.into());
         }
