@@ -246,6 +246,8 @@ struct Server {
     child: std::process::Child,
     addr: String,
     token: String,
+    /// The service's runs dir (a tmpfs it mounts, and unmounts when stopped gracefully).
+    runs: PathBuf,
 }
 
 impl Server {
@@ -292,7 +294,13 @@ impl Server {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Ok(Server { child, addr, token })
+        let runs = dir.join("data").join("runs");
+        Ok(Server {
+            child,
+            addr,
+            token,
+            runs,
+        })
     }
 
     /// One HTTP/1.1 request (connection closed after it); fails unless the status is `want`.
@@ -325,9 +333,18 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the service as an operator would (SIGTERM: it unmounts its runs tmpfs),
+    /// with SIGKILL after 10 s; the tmpfs is unmounted here if it is still there.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = nix::mount::umount2(&self.runs, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
