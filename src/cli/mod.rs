@@ -46,6 +46,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         systemd_cgroup: cli.systemd_cgroup,
         cgroup_controllers: None,
         loaded: None,
+        fresh_netns: None,
     }
 }
 

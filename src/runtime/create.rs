@@ -46,6 +46,10 @@ pub struct CreateOptions {
     /// earlier create of the same `bundle` (a runner creates one container per test
     /// case from one bundle): not read and parsed again. `None`: loaded here.
     pub loaded: Option<std::sync::Arc<(PathBuf, oci_spec::runtime::Spec)>>,
+    /// A fresh network namespace (`/proc/<pid>/fd/<n>` of the caller, or an nsfs bind
+    /// mount) that the init joins in place of creating one, when the bundle asks for a
+    /// new one: a runner makes it between runs, off the request's path.
+    pub fresh_netns: Option<PathBuf>,
 }
 
 /// A created container, as seen by the process that created it.
@@ -88,7 +92,10 @@ pub fn create_with(
             (&fresh.0, &fresh.1)
         }
     };
-    let plan = plan::build(spec, bundle, &opts.id, opts.systemd_cgroup)?;
+    let mut plan = plan::build(spec, bundle, &opts.id, opts.systemd_cgroup)?;
+    if let Some(netns) = &opts.fresh_netns {
+        plan.use_fresh_netns(netns.clone());
+    }
     if let Some(fd) = plan.reaper_status_fd
         && fd >= 3 + opts.preserve_fds
     {

@@ -123,6 +123,21 @@ impl Plan {
         self.clone_flags.contains(ns)
     }
 
+    /// Joins `path`, a network namespace made for this container ahead of time (fresh,
+    /// never used), instead of creating one in the clone. Only when the container asks
+    /// for a new network namespace; returns whether it does.
+    pub fn use_fresh_netns(&mut self, path: PathBuf) -> bool {
+        if !self.has_new(CloneFlags::CLONE_NEWNET) {
+            return false;
+        }
+        self.clone_flags.remove(CloneFlags::CLONE_NEWNET);
+        self.join.push(JoinNamespace {
+            kind: CloneFlags::CLONE_NEWNET,
+            path,
+        });
+        true
+    }
+
     pub fn user_ns(&self) -> bool {
         self.has_new(CloneFlags::CLONE_NEWUSER)
             || self

@@ -254,14 +254,17 @@ impl Runs {
     ) -> Result<RunResult, ServiceError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let budget = time_budget(&checked);
+        let t0 = Instant::now();
         let (dir, image) = {
             let runs = self.dir.clone();
             let cfg = self.cfg.clone();
             let id = id.clone();
             blocking(move || prepare(&runs, &id, &checked, &rootfs, &cfg)).await??
         };
+        let t1 = Instant::now();
         let outcome =
             tokio::time::timeout(budget, self.launcher.run(dir.path().to_path_buf())).await;
+        let t2 = Instant::now();
         let result = match outcome {
             Ok(Ok(())) => {
                 let path = dir.path().join(RESULT_FILE);
@@ -276,6 +279,13 @@ impl Runs {
                 "run {id}: no result after {budget:?}"
             ))),
         };
+        tracing::debug!(
+            "run {id}: admitted {:?}, prepared {:?}, executed {:?}, result read {:?}",
+            t0 - accepted,
+            t1 - t0,
+            t2 - t1,
+            t2.elapsed()
+        );
         // The directory (and its tmpfs) goes in the background: the answer need not wait.
         tokio::task::spawn_blocking(move || drop(dir));
         let mut result = result?;

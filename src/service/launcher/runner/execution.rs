@@ -10,6 +10,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 
+use super::netns::Fresh;
 use crate::runtime::Error as RuntimeError;
 use crate::runtime::create::{CreateOptions, Created, create_with};
 use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
@@ -91,6 +92,7 @@ impl Execution {
         bundle: &Loaded,
         stdin: Option<&Path>,
         null: &OwnedFd,
+        netns: Option<&Fresh>,
     ) -> Result<Self, Refusal> {
         let sys =
             |what: &'static str| move |e: nix::Error| Refusal::Internal(format!("{what}: {e}"));
@@ -127,6 +129,7 @@ impl Execution {
             preserve_fds: STATUS_FD - 2,
             cgroup_controllers: Some(RUN_CONTROLLERS),
             loaded: Some(bundle.clone()),
+            fresh_netns: netns.map(Fresh::path),
             ..CreateOptions::default()
         };
         let created = create_with(store, &opts, None);

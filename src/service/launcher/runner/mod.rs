@@ -13,6 +13,7 @@
 //! plan's steps; `execution.rs`: one container, from create to its measured result.
 
 mod execution;
+mod netns;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub fn spawn(root: &Path, blocked: &SigSet) -> Result<(Pid, OwnedFd), LauncherEr
 fn serve(root: &Path, sock: &OwnedFd) {
     let store = Store::new(root);
     let mut buf = vec![0u8; MAX_PACKET + 1];
+    let mut spares = netns::Spares::new();
+    spares.fill(SPARE_NETNS);
     loop {
         let n = match recv_packet(sock.as_fd(), &mut buf) {
             Ok(Some(n)) => n,
@@ -93,6 +96,7 @@ fn serve(root: &Path, sock: &OwnedFd) {
         };
         let mut session = Session {
             store: &store,
+            spares: &mut spares,
             finished: Vec::new(),
         };
         let outcome = match decode::<RunRequest>(&buf[..n]) {
@@ -103,8 +107,10 @@ fn serve(root: &Path, sock: &OwnedFd) {
             Err(e) => Outcome::error(&e),
         };
         let sent = send_outcome(sock, &outcome);
-        // The answer does not wait for the removal of the run's (exited) containers.
+        // The answer does not wait for the removal of the run's (exited) containers, nor
+        // for the next run's network namespace.
         session.remove_finished();
+        spares.fill(SPARE_NETNS);
         // Each container's init is a copy of this process: give back what the run freed
         // (output buffers), so that the next clone has fewer pages to map.
         // SAFETY: malloc_trim only returns free heap memory to the kernel.
@@ -115,6 +121,11 @@ fn serve(root: &Path, sock: &OwnedFd) {
         }
     }
 }
+
+/// Network namespaces a runner keeps ready between runs: one serves a run of a single
+/// execution entirely off the request's path; the executions of a larger run past the
+/// first get theirs from the clone.
+const SPARE_NETNS: usize = 1;
 
 fn send_outcome(sock: &OwnedFd, outcome: &Outcome) -> Result<(), LauncherError> {
     let bytes = encode(outcome)?;
@@ -156,6 +167,7 @@ fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)>
 /// waited for), removed once the answer is sent.
 struct Session<'a> {
     store: &'a Store,
+    spares: &'a mut netns::Spares,
     finished: Vec<Finished>,
 }
 
@@ -272,7 +284,8 @@ impl Session<'_> {
         null: &OwnedFd,
     ) -> ExecResult {
         let t0 = Instant::now();
-        match Execution::create(self.store, id, bundle, stdin, null) {
+        let netns = self.spares.take();
+        match Execution::create(self.store, id, bundle, stdin, null, netns.as_ref()) {
             Ok(mut x) => {
                 let t1 = Instant::now();
                 let r = x.supervise(step, expected);
