@@ -5,9 +5,9 @@
 //! The service checks the request, prepares the run's directory (workspace tmpfs, stdin
 //! files, one bundle per step, `plan.json`) and asks the launcher to execute it: the
 //! launcher hands it to a runner (`launcher/runner/`, reused across runs), which creates,
-//! supervises and measures each container, writes `result.json`, answers, then removes
-//! the run's containers. Admission is a fixed number of
-//! runs at once behind a bounded queue: past it the answer is 429 with `Retry-After`.
+//! supervises and measures each container, writes `result.json`, answers, then (between
+//! runs) removes the run's containers. Admission is a fixed number of runs at once
+//! behind a bounded queue: past it the answer is 429 with `Retry-After`.
 
 pub mod limits;
 pub mod request;

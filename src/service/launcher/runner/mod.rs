@@ -8,6 +8,8 @@
 //! init's pidfd and the stdout and stderr pipes, reads the cgroup's CPU time, and kills
 //! the init (so its whole pid namespace) at the first limit reached: CPU time, wall
 //! time or output size. Memory limits are the kernel's (the cgroup's OOM counter).
+//! Between runs, while no request waits, it removes the containers that ran and makes
+//! the next run's network namespace (`netns.rs`).
 //!
 //! This file: the runner process (its loop, fds, clean-up after a dead runner) and the
 //! plan's steps; `execution.rs`: one container, from create to its measured result.
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::SigSet;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
@@ -84,13 +87,23 @@ fn serve(root: &Path, sock: &OwnedFd) {
     let store = Store::new(root);
     let mut buf = vec![0u8; MAX_PACKET + 1];
     let mut spares = netns::Spares::new();
-    spares.fill(SPARE_NETNS);
+    let mut backlog = Backlog::default();
     loop {
+        // Between runs: the work the last one left, a piece at a time while no request
+        // waits (a request comes first: this work is off every request's path).
+        while !readable(sock) && backlog.step(&store, &mut spares) {}
+        if backlog.finished.len() > MAX_FINISHED {
+            backlog.remove_all(&store);
+        }
         let n = match recv_packet(sock.as_fd(), &mut buf) {
             Ok(Some(n)) => n,
-            Ok(None) => return,
+            Ok(None) => {
+                backlog.remove_all(&store);
+                return;
+            }
             Err(e) => {
                 tracing::error!("runner: receive a request: {e}");
+                backlog.remove_all(&store);
                 return;
             }
         };
@@ -107,17 +120,59 @@ fn serve(root: &Path, sock: &OwnedFd) {
             Err(e) => Outcome::error(&e),
         };
         let sent = send_outcome(sock, &outcome);
-        // The answer does not wait for the removal of the run's (exited) containers, nor
-        // for the next run's network namespace.
-        session.remove_finished();
-        spares.fill(SPARE_NETNS);
-        // Each container's init is a copy of this process: give back what the run freed
-        // (output buffers), so that the next clone has fewer pages to map.
-        // SAFETY: malloc_trim only returns free heap memory to the kernel.
-        unsafe { libc::malloc_trim(0) };
+        // The answer does not wait for the removal of the run's (exited) containers.
+        backlog.finished.append(&mut session.finished);
+        backlog.trimmed = false;
         if let Err(e) = sent {
             tracing::error!("runner: {e}");
+            backlog.remove_all(&store);
             return;
+        }
+    }
+}
+
+/// Whether a request (or the launcher's hang-up) waits on `sock`.
+fn readable(sock: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Finished containers a runner may leave for later (a run's are removed just after
+/// its answer when no request waits): past this many they are removed at once.
+const MAX_FINISHED: usize = 512;
+
+/// What runs leave for the runner to do between them.
+#[derive(Default)]
+struct Backlog {
+    /// Containers that ran (their inits were reaped), to remove.
+    finished: Vec<Finished>,
+    /// Whether the heap was trimmed since the last run.
+    trimmed: bool,
+}
+
+impl Backlog {
+    /// Does one piece of work: a spare network namespace for the next run first, then a
+    /// removal, then the heap. Returns false when nothing was left to do.
+    fn step(&mut self, store: &Store, spares: &mut netns::Spares) -> bool {
+        if spares.wants(SPARE_NETNS) {
+            spares.fill(SPARE_NETNS);
+        } else if let Some(x) = self.finished.pop() {
+            x.remove(store);
+        } else if !self.trimmed {
+            // Each container's init is a copy of this process: give back what the run
+            // freed (output buffers), so that the next clone has fewer pages to map.
+            // SAFETY: malloc_trim only returns free heap memory to the kernel.
+            unsafe { libc::malloc_trim(0) };
+            self.trimmed = true;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    fn remove_all(&mut self, store: &Store) {
+        for x in self.finished.drain(..) {
+            x.remove(store);
         }
     }
 }
@@ -164,7 +219,7 @@ fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)>
 }
 
 /// One run's executions: the state store, and the containers that ran (exited and
-/// waited for), removed once the answer is sent.
+/// waited for), which the runner removes between runs (see [`Backlog`]).
 struct Session<'a> {
     store: &'a Store,
     spares: &'a mut netns::Spares,
@@ -303,13 +358,6 @@ impl Session<'_> {
                 ..Default::default()
             },
             Err(Refusal::Internal(message)) => internal(id, message),
-        }
-    }
-
-    /// Removes the containers that ran (their inits were waited for in `supervise`).
-    fn remove_finished(&mut self) {
-        for x in self.finished.drain(..) {
-            x.remove(self.store);
         }
     }
 }

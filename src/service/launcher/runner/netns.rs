@@ -71,6 +71,11 @@ impl Spares {
         }
     }
 
+    /// Whether [`Spares::fill`] has `want` to make (and can).
+    pub(super) fn wants(&self, want: usize) -> bool {
+        self.home.is_some() && self.spare.len() < want
+    }
+
     /// A spare, if there is one.
     pub(super) fn take(&mut self) -> Option<Fresh> {
         self.spare.pop().map(|fd| Fresh { fd })
