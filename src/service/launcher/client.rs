@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
@@ -28,7 +27,7 @@ use tokio::task::JoinHandle;
 use super::error::LauncherError;
 use super::protocol::{
     CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, RunRequest, decode,
-    encode, recv_packet, send_packet,
+    encode, packet_pair, recv_packet, send_packet,
 };
 use super::server::SERVICE_FD;
 
@@ -165,13 +164,8 @@ impl Drop for Conn {
 
 impl Conn {
     async fn spawn(exe: &Path, root: &Path, data: &Path) -> Result<Self, LauncherError> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(LauncherError::sys("socketpair for the launcher"))?;
+        let (ours, theirs) =
+            packet_pair().map_err(LauncherError::sys("socketpair for the launcher"))?;
         nix::fcntl::fcntl(&ours, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(LauncherError::sys("set the launcher socket non-blocking"))?;
         let theirs_raw = theirs.as_raw_fd();

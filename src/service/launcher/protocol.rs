@@ -5,7 +5,7 @@
 //! The launcher speaks first ([`Message::Hello`]). Requests carry a sequence number that
 //! the reply repeats: several creates can be in flight at once, each in its own monitor.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sys::socket::MsgFlags;
@@ -138,6 +138,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LauncherError> {
 }
 
 /// Sends one packet; never raises `SIGPIPE`.
+/// A connected pair of close-on-exec `SOCK_SEQPACKET` unix sockets: the channel of the
+/// service to its launcher and of the launcher to each runner (one message a packet).
+pub fn packet_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
 pub fn send_packet(fd: BorrowedFd<'_>, bytes: &[u8]) -> nix::Result<()> {
     loop {
         match nix::sys::socket::send(fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
@@ -198,13 +210,7 @@ mod tests {
 
     #[test]
     fn oversized_packets_are_refused() {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (a, b) = packet_pair().unwrap();
         use std::os::fd::AsFd;
         send_packet(a.as_fd(), &vec![b'x'; MAX_PACKET + 10]).unwrap();
         send_packet(a.as_fd(), b"ok").unwrap();

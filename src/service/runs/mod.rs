@@ -193,14 +193,14 @@ impl Runs {
     }
 
     /// At the service's end: unmounts the runs tmpfs this service mounted, once the
-    /// runners have removed the containers of the last runs (they do so just after
-    /// answering). Left mounted, with a warning, if some remain: the next service
+    /// runners have removed the containers of the last runs (they do so between runs,
+    /// and when the launcher goes). Left mounted, with a warning, if some remain: the next service
     /// cleans them up and uses the tmpfs as it is.
     pub async fn close(&self) {
         if !self.mounted {
             return;
         }
-        let store = crate::runtime::state::Store::new(self.dir.join(workspace::CONTAINERS));
+        let store = workspace::container_store(&self.dir);
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let left = store.ids().map_or(0, |ids| ids.len());

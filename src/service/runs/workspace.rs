@@ -35,6 +35,11 @@ pub const BOX: &str = "box";
 /// hex, so no run directory has this name).
 pub const CONTAINERS: &str = ".containers";
 
+/// The state store of the run containers of the runs directory `runs`.
+pub fn container_store(runs: &Path) -> crate::runtime::state::Store {
+    crate::runtime::state::Store::new(runs.join(CONTAINERS))
+}
+
 /// How the runs directory came to be in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InMemory {
@@ -235,7 +240,7 @@ impl Drop for RunDir {
 /// Removes what runs of an earlier service left (a service stopped mid-run): their
 /// containers (killed), then their directories.
 pub fn clean_stale(runs: &Path) {
-    let store = crate::runtime::state::Store::new(runs.join(CONTAINERS));
+    let store = container_store(runs);
     for id in store.ids().unwrap_or_default() {
         tracing::info!("removing the stale run container {id}");
         if let Err(e) = crate::runtime::ops::delete(&store, &id, true) {

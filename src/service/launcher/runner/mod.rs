@@ -24,14 +24,15 @@ use std::time::Instant;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::SigSet;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use self::execution::{Execution, Finished, Loaded, Refusal, internal};
 use super::error::LauncherError;
 use super::monitor::{detach, fork_with, log_to};
-use super::protocol::{MAX_PACKET, Outcome, RunRequest, decode, encode, recv_packet, send_packet};
+use super::protocol::{
+    MAX_PACKET, Outcome, RunRequest, decode, encode, packet_pair, recv_packet, send_packet,
+};
 use crate::runtime::ops;
 use crate::runtime::state::Store;
 use crate::service::runs::result::{
@@ -49,13 +50,7 @@ use crate::service::runs::verdict::Verdict;
 /// trivial run's bookkeeping (its copy of the launcher faults in every page of code it
 /// runs, and tears its memory down at exit).
 pub fn spawn(root: &Path, blocked: &SigSet) -> Result<(Pid, OwnedFd), LauncherError> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(LauncherError::sys("socketpair for a runner"))?;
+    let (ours, theirs) = packet_pair().map_err(LauncherError::sys("socketpair for a runner"))?;
     fork_with("a runner", ours, theirs, |sock| {
         if let Err(e) = detach(sock.as_raw_fd(), blocked, c"corral-runner") {
             let _ = send_outcome(&sock, &Outcome::error(&e));
@@ -110,7 +105,7 @@ fn serve(root: &Path, sock: &OwnedFd) {
         let mut session = Session {
             store: &store,
             spares: &mut spares,
-            finished: Vec::new(),
+            finished: &mut backlog.finished,
         };
         let outcome = match decode::<RunRequest>(&buf[..n]) {
             Ok(r) => match session.execute(&r.dir) {
@@ -120,8 +115,8 @@ fn serve(root: &Path, sock: &OwnedFd) {
             Err(e) => Outcome::error(&e),
         };
         let sent = send_outcome(sock, &outcome);
-        // The answer does not wait for the removal of the run's (exited) containers.
-        backlog.finished.append(&mut session.finished);
+        // The answer does not wait for the removal of the run's (exited) containers: they
+        // are in the backlog.
         backlog.trimmed = false;
         if let Err(e) = sent {
             tracing::error!("runner: {e}");
@@ -218,12 +213,12 @@ fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)>
     }
 }
 
-/// One run's executions: the state store, and the containers that ran (exited and
-/// waited for), which the runner removes between runs (see [`Backlog`]).
+/// One run's executions: the state store, the spare network namespaces, and where the
+/// containers that ran (exited and waited for) go: the runner's [`Backlog`].
 struct Session<'a> {
     store: &'a Store,
     spares: &'a mut netns::Spares,
-    finished: Vec<Finished>,
+    finished: &'a mut Vec<Finished>,
 }
 
 impl Session<'_> {
