@@ -73,6 +73,7 @@ impl Env {
             data_dir: self.dir(id),
             systemd_cgroup: false,
             log_limit: DEFAULT_LOG_LIMIT,
+            sandbox: false,
         }
     }
 

@@ -258,8 +258,22 @@ fn run_dirs(s: &Server) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
+/// The ids of the warm containers of `s` (made by its runners ahead of requests).
+fn warm_containers(s: &Server) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(run_store(s))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(corral::service::runs::WARM_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
 /// Waits (up to 5 s) for the state roots of `s` (its own, and its runners') to hold no
-/// container: the runner removes a run's containers just after the answer.
+/// container but warm ones: the runner removes a run's containers just after the answer.
 async fn assert_no_containers_soon(s: &Server) {
     let roots = [s.dir.path().join("run"), run_store(s)];
     let mut left = Vec::new();
@@ -270,6 +284,10 @@ async fn assert_no_containers_soon(s: &Server) {
                 std::fs::read_dir(root)
                     .map(|d| d.flatten().map(|e| e.file_name()).collect())
                     .unwrap_or_else(|_| Vec::new())
+            })
+            .filter(|n| {
+                let n = n.to_string_lossy();
+                n != ".warm-box" && !n.starts_with(corral::service::runs::WARM_PREFIX)
             })
             .collect::<Vec<_>>();
         if left.is_empty() {
@@ -393,26 +411,46 @@ async fn runs_live_in_a_tmpfs_that_the_service_unmounts_when_it_stops() {
 /// The runner process executing a run for the server `s` (its copy of the launcher's
 /// command line names `s`'s data dir; the containers' inits, also `corral-runner` until
 /// they exec, are its children).
-fn runner_of(s: &Server) -> Option<i32> {
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn ppid(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The runners of `s` (a warm container's init, a fork of its runner not yet exec'd,
+/// has the runner's name and a runner as parent).
+fn runners_of(s: &Server) -> Vec<i32> {
     let data = s.data().display().to_string();
-    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let ppid = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|st| {
-                st.rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
     processes_with(&data)
         .into_iter()
-        .filter(|&p| comm(p).trim() == "corral-runner")
-        .find(|&p| comm(ppid(p)).trim() != "corral-runner")
+        .filter(|&p| comm(p) == "corral-runner" && comm(ppid(p)) != "corral-runner")
+        .collect()
+}
+
+/// The runner among the ancestors of `pid`.
+fn runner_above(mut pid: i32) -> Option<i32> {
+    while pid > 1 {
+        if comm(pid) == "corral-runner" && comm(ppid(pid)) != "corral-runner" {
+            return Some(pid);
+        }
+        pid = ppid(pid);
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +458,7 @@ async fn a_runner_killed_mid_run_fails_that_run_only() {
     let s = Server::start();
     // A first run starts a runner, which stays for the next ones.
     assert_eq!(verdict(&sh(&s, "true", json!({})).await), "OK");
-    let first = runner_of(&s).expect("an idle runner after a run");
+    assert!(!runners_of(&s).is_empty(), "no idle runner after a run");
     let killer = async {
         for _ in 0..200 {
             if !processes_with("sleep 3141").is_empty() {
@@ -428,16 +466,15 @@ async fn a_runner_killed_mid_run_fails_that_run_only() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            !processes_with("sleep 3141").is_empty(),
-            "the run never started"
-        );
-        assert_eq!(runner_of(&s), Some(first), "the idle runner took the run");
+        let program = processes_with("sleep 3141");
+        assert!(!program.is_empty(), "the run never started");
+        let runner = runner_above(program[0]).expect("the runner of the run");
         // SAFETY: kill(2) on a pid we just read; a stale pid only gets ESRCH.
-        unsafe { libc::kill(first, libc::SIGKILL) };
+        unsafe { libc::kill(runner, libc::SIGKILL) };
+        runner
     };
     let body = json!({"image": "busybox", "steps": [{"name": "s", "args": ["sleep", "3141"], "limits": {"wall_time_ms": 60_000}}]});
-    let ((status, v), ()) = tokio::join!(run(&s, body), killer);
+    let ((status, v), first) = tokio::join!(run(&s, body), killer);
     assert_eq!(status, 500, "{v}");
     assert_eq!(v["type"], "urn:corral:problem:internal", "{v}");
     assert!(
@@ -457,7 +494,130 @@ async fn a_runner_killed_mid_run_fails_that_run_only() {
     let r = sh(&s, "echo again", json!({})).await;
     assert_eq!(verdict(&r), "OK", "{r}");
     assert_eq!(r["stdout"], "again\n");
-    assert_ne!(runner_of(&s), Some(first));
+    assert!(!runners_of(&s).contains(&first));
+}
+
+/// The command that prints how many mounts are stacked at `/box`: 2 in a warm
+/// container (its placeholder, then the workspace moved over it), 1 otherwise.
+const BOX_MOUNTS: &str = "grep -c ' /box ' /proc/self/mountinfo";
+
+/// Runs `body` until one of its executions (the first of step 0) ran in a warm
+/// container, as `BOX_MOUNTS` at the end of its output tells: at most five times, a
+/// little apart (runners take turns, and make warm containers between runs). Returns
+/// every run's result.
+async fn run_until_warm(s: &Server, body: Value) -> Vec<Value> {
+    let mut all = Vec::new();
+    for _ in 0..5 {
+        let v = run_ok(s, body.clone()).await;
+        let warm = results(&v, 0)[0]["stdout"]
+            .as_str()
+            .is_some_and(|o| o.lines().last() == Some("2"));
+        all.push(v);
+        if warm {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no run used a warm container: {all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_containers_give_each_run_its_own_workspace_and_stdin() {
+    let s = Server::start();
+    // Each run sees its own files and input, in a writable /box, as a non-root user,
+    // warm container or not; and the program may be one of the workspace's files.
+    let mut n = 0;
+    let mut runs = Vec::new();
+    while runs.len() < 2 {
+        n += 1;
+        let word = format!("word{n}");
+        let body = json!({"image": "busybox",
+            "files": [{"path": "word.txt", "content": word},
+                      {"path": "prog.sh", "content": "#!/bin/sh\necho from-prog\n", "mode": 493}],
+            "steps": [{"name": "s", "stdin": format!("in-{word}"), "args": ["sh", "-c",
+                format!("pwd; cat word.txt; echo; cat; echo; ./prog.sh; ls /box; touch made && echo wrote; id -u; {BOX_MOUNTS}")]}]});
+        let v = run_ok(&s, body).await;
+        let r = results(&v, 0)[0].clone();
+        assert_eq!(verdict(&r), "OK", "{r}");
+        let out = r["stdout"].as_str().unwrap().to_string();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[..7],
+            [
+                "/box",
+                &word,
+                &format!("in-{word}"),
+                "from-prog",
+                "prog.sh",
+                "word.txt",
+                "wrote"
+            ],
+            "{r}"
+        );
+        assert_ne!(lines[7], "0", "{r}");
+        if lines[8] == "2" {
+            runs.push(r);
+        }
+        assert!(n < 8, "no run used a warm container");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Test cases: /box read-only, each test its own stdin (the first in a warm container).
+    let tests = json!({"image": "busybox", "files": [{"path": "f", "content": "x"}],
+        "steps": [{"name": "t", "args": ["sh", "-c",
+            format!("cat; touch /box/y 2>/dev/null && echo writable || echo read-only; {BOX_MOUNTS}")],
+                   "tests": [{"stdin": "one\n"}, {"stdin": "two\n"}]}]});
+    for v in run_until_warm(&s, tests).await {
+        let rs = results(&v, 0);
+        assert!(
+            rs[0]["stdout"]
+                .as_str()
+                .unwrap()
+                .starts_with("one\nread-only\n"),
+            "{v}"
+        );
+        assert_eq!(rs[1]["stdout"], "two\nread-only\n1\n", "{v}");
+    }
+
+    // A program that is not there: found missing at create (the reason as the message),
+    // or in a warm container at start (exit code 127 and the reason on stderr, as for a
+    // program that cannot be executed).
+    let missing = json!({"image": "busybox", "steps": [
+        {"name": "m", "args": ["sh", "-c", format!("./missing 2>/dev/null || {BOX_MOUNTS}")]},
+        {"name": "n", "args": ["./missing"]}]});
+    let all = run_until_warm(&s, missing).await;
+    // The run whose first step was warm had its second step warm too (a runner keeps
+    // two configs warm).
+    let last = &results(all.last().unwrap(), 1)[0];
+    assert_eq!(last["exit_code"], 127, "{last}");
+    for v in &all {
+        let r = &results(v, 1)[0];
+        assert_eq!(verdict(r), "RUNTIME_ERROR", "{r}");
+        let said = |k: &str| {
+            r[k].as_str()
+                .is_some_and(|m| m.contains("./missing: ENOENT"))
+        };
+        match r["exit_code"].as_i64() {
+            None => assert!(said("message"), "{r}"),
+            Some(code) => assert!(code == 127 && said("stderr"), "{r}"),
+        }
+    }
+
+    // At most two warm containers per runner (once the ones that ran are removed).
+    let runners = runners_of(&s).len();
+    let mut warm = Vec::new();
+    for _ in 0..100 {
+        warm = warm_containers(&s);
+        if warm.len() <= 2 * runners {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        warm.len() <= 2 * runners,
+        "{runners} runners, warm: {warm:?}"
+    );
+    assert_no_containers_soon(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,14 +703,22 @@ async fn over_capacity_is_429_and_metrics_count_verdicts() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(verdict(&results(&v, 0)[0]), "OK");
 
-    let resp = common::server::client()
-        .get(s.url("/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let text = resp.text().await.unwrap();
+    // The run's container is removed just after the answer, while no request waits.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let resp = common::server::client()
+            .get(s.url("/metrics"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        text = resp.text().await.unwrap();
+        if text.contains("corral_containers_alive 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for needle in [
         "corral_executions_total{verdict=\"OK\"} 1",
         "corral_runs_total{outcome=\"rejected\"} 1",

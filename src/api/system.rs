@@ -68,21 +68,26 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<axum::response:
         state.cfg.root.clone(),
         crate::service::runs::container_root(&state.cfg.data),
     ];
-    let alive = tokio::task::spawn_blocking(move || {
-        roots
+    let counts = tokio::task::spawn_blocking(move || {
+        let ids: Vec<String> = roots
             .iter()
-            .map(|r| {
+            .flat_map(|r| {
                 crate::runtime::state::Store::new(r)
                     .ids()
-                    .map_or(0, |ids| ids.len() as i64)
+                    .unwrap_or_default()
             })
-            .sum()
+            .collect();
+        let warm = ids
+            .iter()
+            .filter(|id| id.starts_with(crate::service::runs::WARM_PREFIX))
+            .count() as i64;
+        (ids.len() as i64 - warm, warm)
     })
     .await
-    .unwrap_or(0);
+    .unwrap_or((0, 0));
     let text = state
         .metrics
-        .encode(alive)
+        .encode(counts)
         .map_err(|e| ApiError::internal(format!("encode metrics: {e}")))?;
     Ok((
         [(

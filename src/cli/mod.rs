@@ -47,6 +47,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         cgroup_controllers: None,
         loaded: None,
         fresh_netns: None,
+        resolve_at_start: false,
     }
 }
 

@@ -50,6 +50,13 @@ pub struct CreateOptions {
     /// mount) that the init joins in place of creating one, when the bundle asks for a
     /// new one: a runner makes it between runs, off the request's path.
     pub fresh_netns: Option<PathBuf>,
+    /// Resolve the process's `cwd` and program when `start` comes, not during create:
+    /// the init changes to the directory and looks the program up after the exec fifo
+    /// opens, so that what is mounted in the container between create and start (a
+    /// runner's warm containers get their workspace then) is what the program sees. A
+    /// failure is then reported by `start`. Off: both are resolved during create, as
+    /// runc does.
+    pub resolve_at_start: bool,
 }
 
 /// A created container, as seen by the process that created it.
@@ -58,6 +65,21 @@ pub struct Created {
     pub pid: Pid,
     /// A pidfd of the init: waiting and signalling through it is immune to pid reuse.
     pub pidfd: OwnedFd,
+}
+
+impl Created {
+    /// An fd of the init's mount namespace. While it is held, the namespace outlives the
+    /// init: the release of the container's mounts (which waits for an expedited RCU
+    /// grace period, a millisecond or more) moves from the init's exit, which its
+    /// parent waits for, to the drop of the fd. `None` if the init is already gone.
+    pub fn hold_mount_namespace(&self) -> Option<OwnedFd> {
+        nix::fcntl::open(
+            format!("/proc/{}/ns/mnt", self.pid).as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    }
 }
 
 /// Creates the container; on return its init waits for `start`.
@@ -96,6 +118,7 @@ pub fn create_with(
     if let Some(netns) = &opts.fresh_netns {
         plan.use_fresh_netns(netns.clone());
     }
+    plan.resolve_at_start = opts.resolve_at_start;
     if let Some(fd) = plan.reaper_status_fd
         && fd >= 3 + opts.preserve_fds
     {

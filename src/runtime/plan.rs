@@ -116,6 +116,9 @@ pub struct Plan {
     /// From the [`REAPER_ANNOTATION`]: the init stays as pid 1, reaps, and reports the
     /// program's wait status on this fd (one of the preserved fds).
     pub reaper_status_fd: Option<i32>,
+    /// Resolve the process's cwd and program at `start` instead of during create (see
+    /// [`CreateOptions::resolve_at_start`](super::create::CreateOptions)).
+    pub resolve_at_start: bool,
 }
 
 impl Plan {
@@ -358,6 +361,7 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
         resources: with_default_device_rules(linux.resources().clone()),
         annotations: spec.annotations().clone().unwrap_or_default(),
         reaper_status_fd: reaper_status_fd(spec)?,
+        resolve_at_start: false,
     })
 }
 

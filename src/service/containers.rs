@@ -379,6 +379,8 @@ impl Containers {
             data_dir: dir.to_path_buf(),
             systemd_cgroup: false,
             log_limit: self.cfg.limits.max_log_bytes,
+            // A container from an image has the service's sandbox config.
+            sandbox: image.is_some(),
         };
         let secs = self.cfg.limits.create_timeout_secs;
         let launcher = self.launcher.clone();
@@ -521,6 +523,7 @@ impl Containers {
         let exit_file = dir.join(super::launcher::EXIT_FILE);
         let mut last_view = Instant::now() - Duration::from_secs(1);
         let mut pause = Duration::from_millis(1);
+        let started = Instant::now();
         loop {
             // The monitor's exit record is what a wait is for; checking that it exists is
             // one stat, so poll it finely (short programs are the common case).
@@ -547,7 +550,11 @@ impl Containers {
                 .timeout());
             }
             tokio::time::sleep(pause).await;
-            pause = (pause + Duration::from_millis(1)).min(Duration::from_millis(10));
+            // Every millisecond for the first 100 (short programs are the common case),
+            // then less and less often.
+            if started.elapsed() >= Duration::from_millis(100) {
+                pause = (pause + Duration::from_millis(1)).min(Duration::from_millis(10));
+            }
         }
     }
 

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub queued: Gauge,
     pub running: Gauge,
     containers: Gauge,
+    warm: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,6 +47,7 @@ impl Metrics {
         let queued = Gauge::default();
         let running = Gauge::default();
         let containers = Gauge::default();
+        let warm = Gauge::default();
         registry.register(
             "executions",
             "Executions of judged runs (one per step or test case), by verdict",
@@ -69,8 +71,14 @@ impl Metrics {
         registry.register("runs_in_progress", "Judged runs executing", running.clone());
         registry.register(
             "containers_alive",
-            "Containers in the runtime state root (service containers and run containers)",
+            "Containers in the runtime state roots (service containers and run containers), \
+             warm ones left out",
             containers.clone(),
+        );
+        registry.register(
+            "containers_warm",
+            "Run containers made ahead of requests, waiting for one",
+            warm.clone(),
         );
         Metrics {
             registry,
@@ -80,6 +88,7 @@ impl Metrics {
             queued,
             running,
             containers,
+            warm,
         }
     }
 
@@ -111,9 +120,10 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with `containers` as the current count of containers.
-    pub fn encode(&self, containers: i64) -> Result<String, std::fmt::Error> {
-        self.containers.set(containers);
+    /// The text exposition, with `(alive, warm)` as the current counts of containers.
+    pub fn encode(&self, (alive, warm): (i64, i64)) -> Result<String, std::fmt::Error> {
+        self.containers.set(alive);
+        self.warm.set(warm);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -79,8 +79,13 @@ impl Server {
                 _ => panic!("server exited before listening: {seen:?}"),
             }
         };
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the server never blocks on it; its lines go to the
+        // test's output (shown when the test fails).
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                eprintln!("server: {l}");
+            }
+        });
         self.base = base;
         self.child = Some(child);
     }

@@ -92,6 +92,23 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
         let _ = ctx.sync.send(&Message::Error(e.to_string()));
         exit_now(0);
     }
+    let late;
+    let program = if plan.resolve_at_start {
+        late = match resolve(plan) {
+            Ok(p) => p,
+            Err(e) => fail(
+                &e,
+                if e.errno() == nix::Error::ENOENT {
+                    127
+                } else {
+                    126
+                },
+            ),
+        };
+        &late
+    } else {
+        &ready.program
+    };
     if let Err(e) = super::hooks::run(
         "startContainer",
         &ctx.start_container_hooks,
@@ -110,25 +127,29 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     reset_signals();
     let e = match plan.reaper_status_fd {
         // The program is pid 2, without the reaper's status fd.
-        Some(status_fd) => match exec::spawn(
-            &ready.program,
-            &plan.process.args,
-            &plan.process.env,
-            status_fd,
-        ) {
-            Ok(program) => reap(program, status_fd),
-            Err(exec::SpawnError::Exec(e)) => e,
-            Err(exec::SpawnError::Clone(e)) => {
-                fail(&format!("start the program under the reaper: {e}"), 1)
+        Some(status_fd) => {
+            match exec::spawn(program, &plan.process.args, &plan.process.env, status_fd) {
+                Ok(program) => reap(program, status_fd),
+                Err(exec::SpawnError::Exec(e)) => e,
+                Err(exec::SpawnError::Clone(e)) => {
+                    fail(&format!("start the program under the reaper: {e}"), 1)
+                }
             }
-        },
-        None => exec::execve(&ready.program, &plan.process.args, &plan.process.env),
+        }
+        None => exec::execve(program, &plan.process.args, &plan.process.env),
     };
     let code = if e == nix::Error::ENOENT { 127 } else { 126 };
-    fail(
-        &format!("exec {}: {e}", ready.program.to_string_lossy()),
-        code,
-    )
+    fail(&format!("exec {}: {e}", program.to_string_lossy()), code)
+}
+
+/// Changes to the process's cwd and looks its program up: the last steps of setup, or
+/// the first after `start` under [`Plan::resolve_at_start`].
+fn resolve(plan: &Plan) -> Result<CString, SysError> {
+    let p = &plan.process;
+    // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
+    // the final user so that permissions apply.
+    nix::unistd::chdir(&p.cwd).ctx(|| format!("chdir to cwd {}", p.cwd.display()))?;
+    exec::lookup(&p.args[0], &p.env)
 }
 
 /// pid 1 under the reaper annotation: holds no fd but `status_fd` (so the exec fifo,
@@ -309,15 +330,14 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
-    // the final user so that permissions apply.
-    nix::unistd::chdir(&p.cwd)
-        .ctx(|| format!("chdir to cwd {}", p.cwd.display()))
-        .inspect_err(|_| ctx.config_error.set(true))?;
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
     }
-    let program = exec::lookup(&p.args[0], &p.env).inspect_err(|_| ctx.config_error.set(true))?;
+    let program = if plan.resolve_at_start {
+        p.args[0].clone()
+    } else {
+        resolve(plan).inspect_err(|_| ctx.config_error.set(true))?
+    };
     // Every fd the container is not meant to have becomes close-on-exec.
     close_range_cloexec(keep_below)?;
     nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;

@@ -99,9 +99,16 @@ impl Launcher {
     }
 
     /// Closes the socket, so that the launcher exits, and waits for it (killing it after
-    /// a timeout). Containers and their monitors go on.
+    /// a timeout). Containers and their monitors go on; runners exit with the launcher,
+    /// removing the run containers they keep.
     pub async fn shutdown(self) {
-        let Some(conn) = self.conn.into_inner() else {
+        self.stop().await;
+    }
+
+    /// [`Launcher::shutdown`] through a shared handle: a later call starts a new
+    /// launcher.
+    pub async fn stop(&self) {
+        let Some(conn) = self.conn.lock().await.take() else {
             return;
         };
         let child = conn.child.lock().ok().and_then(|mut c| c.take());

@@ -134,6 +134,9 @@ fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i
 /// A created container whose output the monitor now carries to the logs.
 struct Running {
     created: Created,
+    /// Held until the monitor exits, after `exit.json` (see
+    /// [`Created::hold_mount_namespace`]).
+    _mount_ns: Option<OwnedFd>,
     streams: [Stream; 2],
     /// The monitor's messages go to `monitor.log` while this lives.
     _log: DefaultGuard,
@@ -184,6 +187,7 @@ fn start(
         id: req.id.clone(),
         bundle: req.bundle.clone(),
         systemd_cgroup: req.systemd_cgroup,
+        cgroup_controllers: req.sandbox.then_some(super::protocol::SANDBOX_CONTROLLERS),
         ..CreateOptions::default()
     };
     let created = create_with(&store, &opts, None).map_err(|e| LauncherError::Refused {
@@ -212,6 +216,7 @@ fn start(
     drop(create_log);
     let [stdout, stderr] = sinks;
     Ok(Running {
+        _mount_ns: created.hold_mount_namespace(),
         created,
         streams: [Stream::new(out_r, stdout), Stream::new(err_r, stderr)],
         _log: log_to(diag),

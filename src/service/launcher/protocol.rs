@@ -42,7 +42,17 @@ pub struct CreateRequest {
     /// The cap of each log file in bytes: output past it is read and dropped.
     #[serde(default = "default_log_limit")]
     pub log_limit: u64,
+    /// The config is the service's sandbox (a container from an image): its resources
+    /// are memory, CPU, pids and devices, so its cgroup is made only in the hierarchies
+    /// of those and of the measures and freezer ([`SANDBOX_CONTROLLERS`]). An uploaded
+    /// bundle may set any resource: its cgroup is made in every hierarchy.
+    #[serde(default)]
+    pub sandbox: bool,
 }
+
+/// The cgroup v1 controllers of a sandbox container (see [`CreateRequest::sandbox`]).
+pub const SANDBOX_CONTROLLERS: &[&str] =
+    &["cpu", "cpuacct", "memory", "pids", "devices", "freezer"];
 
 /// Execute the judged run whose `plan.json` is in `dir` (see `service::runs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +199,7 @@ mod tests {
                 data_dir: "/d/c1".into(),
                 systemd_cgroup: false,
                 log_limit: 5,
+                sandbox: true,
             }),
         };
         assert_eq!(decode::<Request>(&encode(&req).unwrap()).unwrap(), req);

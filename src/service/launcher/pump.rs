@@ -169,7 +169,7 @@ fn reap(created: &Created) -> ExitRecord {
 /// or v2 `memory.events`, `oom_kill`.
 fn oom_killed(rec: &Record) -> bool {
     let stats = CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)
-        .and_then(|p| Cgroup::open(&p))
+        .and_then(|p| Cgroup::open_only(&p, &["memory"]))
         .and_then(|cg| cg.stats());
     match stats {
         Ok(s) => s.memory.and_then(|m| m.oom_kill_count).unwrap_or(0) > 0,

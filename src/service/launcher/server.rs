@@ -85,7 +85,14 @@ struct Runner {
     sock: OwnedFd,
     /// `(seq, run dir)` of the run in progress.
     busy: Option<(u64, PathBuf)>,
+    /// When it last answered (or was spawned): after answering, a runner does the work
+    /// its run left and makes warm containers for the next one.
+    idle_since: std::time::Instant,
 }
+
+/// How long a runner takes, after answering, to be ready for the next run (its warm
+/// containers made): a run goes to a runner idle for longer, when there is one.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
 
 struct Server {
     root: PathBuf,
@@ -222,16 +229,34 @@ impl Server {
         }
     }
 
-    /// Sends the run in `dir` to an idle runner, or to a new one; returns its index. An
-    /// idle runner that is gone (the send fails) is dropped.
+    /// Sends the run in `dir` to an idle runner, or to a new one; returns its index.
+    ///
+    /// The idle runner that answered longest ago is chosen: it has had the most time to
+    /// make its warm containers. When every idle runner answered less than [`SETTLE`]
+    /// ago, and fewer than two runners are idle, a new runner is spawned instead, so
+    /// that runners take turns (at most one more runner than runs in flight). An idle
+    /// runner that is gone (the send fails) is dropped.
     fn dispatch(&mut self, dir: PathBuf) -> Result<(usize, PathBuf), LauncherError> {
         let bytes = encode(&RunRequest { dir: dir.clone() })?;
-        while let Some(i) = self.runners.iter().position(|r| r.busy.is_none()) {
+        let now = std::time::Instant::now();
+        loop {
+            let idle = || self.runners.iter().filter(|r| r.busy.is_none());
+            let Some(i) = (0..self.runners.len())
+                .filter(|&i| self.runners[i].busy.is_none())
+                .min_by_key(|&i| self.runners[i].idle_since)
+            else {
+                break;
+            };
+            let settling = now.duration_since(self.runners[i].idle_since) < SETTLE;
+            if settling && idle().count() < 2 {
+                break;
+            }
             match send_packet(self.runners[i].sock.as_fd(), &bytes) {
                 Ok(()) => return Ok((i, dir)),
                 Err(e) => {
                     let gone = self.runners.swap_remove(i);
                     tracing::warn!("runner {} is gone ({e}); using another", gone.pid);
+                    runner::forget(&self.run_root, gone.pid);
                 }
             }
         }
@@ -243,6 +268,7 @@ impl Server {
             pid,
             sock,
             busy: None,
+            idle_since: now,
         });
         Ok((self.runners.len() - 1, dir))
     }
@@ -259,12 +285,16 @@ impl Server {
             }
         };
         match outcome {
-            Some(outcome) => match self.runners[i].busy.take() {
-                Some((seq, _)) => self.reply(seq, outcome),
-                None => Ok(()),
-            },
+            Some(outcome) => {
+                self.runners[i].idle_since = std::time::Instant::now();
+                match self.runners[i].busy.take() {
+                    Some((seq, _)) => self.reply(seq, outcome),
+                    None => Ok(()),
+                }
+            }
             None => {
                 let gone = self.runners.swap_remove(i);
+                runner::forget(&self.run_root, gone.pid);
                 match gone.busy {
                     Some((seq, dir)) => {
                         runner::abandon(&self.run_root, &dir);

@@ -16,6 +16,8 @@ pub mod spec;
 pub mod verdict;
 mod workspace;
 
+pub use workspace::WARM_PREFIX;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,11 +194,13 @@ impl Runs {
         result
     }
 
-    /// At the service's end: unmounts the runs tmpfs this service mounted, once the
-    /// runners have removed the containers of the last runs (they do so between runs,
-    /// and when the launcher goes). Left mounted, with a warning, if some remain: the next service
+    /// At the service's end: stops the launcher (its runners exit with it, removing the
+    /// containers they keep), then unmounts the runs tmpfs this service mounted once no
+    /// run container remains. Left mounted, with a warning, if some do: the next service
     /// cleans them up and uses the tmpfs as it is.
     pub async fn close(&self) {
+        // The runners exit with the launcher, removing the containers they keep warm.
+        self.launcher.stop().await;
         if !self.mounted {
             return;
         }

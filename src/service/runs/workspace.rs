@@ -35,6 +35,10 @@ pub const BOX: &str = "box";
 /// hex, so no run directory has this name).
 pub const CONTAINERS: &str = ".containers";
 
+/// Run containers made ahead of a request (a runner's warm containers) have ids that
+/// start with this; the others are `run-<run id>-<step>[-<test>]`.
+pub const WARM_PREFIX: &str = "run-warm-";
+
 /// The state store of the run containers of the runs directory `runs`.
 pub fn container_store(runs: &Path) -> crate::runtime::state::Store {
     crate::runtime::state::Store::new(runs.join(CONTAINERS))

@@ -75,6 +75,9 @@ pub(super) fn load(bundle: &Path) -> Result<Loaded, String> {
 pub(super) struct Execution {
     pub(super) id: String,
     created: Created,
+    /// Held until the container is removed, between runs (see
+    /// [`Created::hold_mount_namespace`]).
+    mount_ns: Option<OwnedFd>,
     cgroup: Option<Cgroup>,
     /// The reaper writes the program's raw wait status here.
     status: OwnedFd,
@@ -94,19 +97,31 @@ impl Execution {
         null: &OwnedFd,
         netns: Option<&Fresh>,
     ) -> Result<Self, Refusal> {
-        let sys =
-            |what: &'static str| move |e: nix::Error| Refusal::Internal(format!("{what}: {e}"));
         let input = match stdin {
-            Some(p) => nix::fcntl::open(
-                p,
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-            .map_err(|e| Refusal::Internal(format!("open {}: {e}", p.display())))?,
+            Some(p) => open_input(p).map_err(Refusal::Internal)?,
             None => null
                 .try_clone()
                 .map_err(|e| Refusal::Internal(format!("dup /dev/null: {e}")))?,
         };
+        let mut x = Self::prepare(store, id, bundle, input, null, netns, false)?;
+        x.start(store)?;
+        Ok(x)
+    }
+
+    /// Creates the container with `input` as its stdin and two pipes as its stdout and
+    /// stderr; its init waits for [`Execution::start`] (and resolves the program's cwd
+    /// and path then, under `resolve_at_start`).
+    pub(super) fn prepare(
+        store: &Store,
+        id: &str,
+        bundle: &Loaded,
+        input: OwnedFd,
+        null: &OwnedFd,
+        netns: Option<&Fresh>,
+        resolve_at_start: bool,
+    ) -> Result<Self, Refusal> {
+        let sys =
+            |what: &'static str| move |e: nix::Error| Refusal::Internal(format!("{what}: {e}"));
         let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -130,6 +145,7 @@ impl Execution {
             cgroup_controllers: Some(RUN_CONTROLLERS),
             loaded: Some(bundle.clone()),
             fresh_netns: netns.map(Fresh::path),
+            resolve_at_start,
             ..CreateOptions::default()
         };
         let created = create_with(store, &opts, None);
@@ -149,6 +165,7 @@ impl Execution {
         let mut x = Execution {
             id: id.to_string(),
             cgroup: None,
+            mount_ns: created.hold_mount_namespace(),
             created,
             status: status_r,
             out: Output::new(out_r),
@@ -162,17 +179,28 @@ impl Execution {
                 return Err(Refusal::Internal(format!("open the cgroup: {e}")));
             }
         }
-        x.started = Instant::now();
-        // Created just now, by this process: started without reading its state back.
+        Ok(x)
+    }
+
+    /// Starts the program of a container [`Execution::prepare`] created; the wall time
+    /// counts from here. On failure the container is removed.
+    pub(super) fn start(&mut self, store: &Store) -> Result<(), Refusal> {
+        self.started = Instant::now();
+        // Created by this process: started without reading its state back.
         let started = store
-            .lock(id)
+            .lock(&self.id)
             .map_err(RuntimeError::from)
-            .and_then(|lock| ops::start_created(&lock, &x.created.record));
+            .and_then(|lock| ops::start_created(&lock, &self.created.record));
         if let Err(e) = started {
-            x.remove(store);
+            self.remove(store);
             return Err(e.into());
         }
-        Ok(x)
+        Ok(())
+    }
+
+    /// The init's mount namespace, if it could be opened.
+    pub(super) fn mount_ns(&self) -> Option<&OwnedFd> {
+        self.mount_ns.as_ref()
     }
 
     /// Waits for the init to exit, enforcing the limits; then measures.
@@ -290,6 +318,7 @@ impl Execution {
         Finished {
             id: self.id,
             cgroup: self.cgroup,
+            mount_ns: self.mount_ns,
         }
     }
 
@@ -344,7 +373,7 @@ impl Execution {
     }
 
     /// Kills and removes the container (its cgroup and state).
-    fn remove(&mut self, store: &Store) {
+    pub(super) fn remove(&mut self, store: &Store) {
         self.kill();
         let _ = waitpid(self.created.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         if let Err(e) = ops::delete(store, &self.id, true) {
@@ -357,6 +386,8 @@ impl Execution {
 pub(super) struct Finished {
     id: String,
     cgroup: Option<Cgroup>,
+    /// Dropped last: the container's mounts are released then.
+    mount_ns: Option<OwnedFd>,
 }
 
 impl Finished {
@@ -384,7 +415,18 @@ impl Finished {
                 tracing::error!("remove run container {}: {e}", self.id);
             }
         }
+        drop(self.mount_ns);
     }
+}
+
+/// Opens a test's stdin file (written by the service, never a symlink).
+pub(super) fn open_input(path: &Path) -> Result<OwnedFd, String> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
 /// The CPUs this process may use (read once: it reads cgroup and affinity files).

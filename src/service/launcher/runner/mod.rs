@@ -16,6 +16,7 @@
 
 mod execution;
 mod netns;
+mod warm;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -82,7 +83,11 @@ fn serve(root: &Path, sock: &OwnedFd) {
     let store = Store::new(root);
     let mut buf = vec![0u8; MAX_PACKET + 1];
     let mut spares = netns::Spares::new();
-    let mut backlog = Backlog::default();
+    let mut backlog = Backlog {
+        finished: Vec::new(),
+        trimmed: false,
+        warm: warm::Pool::new(root),
+    };
     loop {
         // Between runs: the work the last one left, a piece at a time while no request
         // waits (a request comes first: this work is off every request's path).
@@ -106,6 +111,8 @@ fn serve(root: &Path, sock: &OwnedFd) {
             store: &store,
             spares: &mut spares,
             finished: &mut backlog.finished,
+            warm: &mut backlog.warm,
+            steps: Vec::new(),
         };
         let outcome = match decode::<RunRequest>(&buf[..n]) {
             Ok(r) => match session.execute(&r.dir) {
@@ -114,7 +121,9 @@ fn serve(root: &Path, sock: &OwnedFd) {
             },
             Err(e) => Outcome::error(&e),
         };
+        let steps = std::mem::take(&mut session.steps);
         let sent = send_outcome(sock, &outcome);
+        backlog.warm.remember(&steps);
         // The answer does not wait for the removal of the run's (exited) containers: they
         // are in the backlog.
         backlog.trimmed = false;
@@ -137,20 +146,23 @@ fn readable(sock: &OwnedFd) -> bool {
 const MAX_FINISHED: usize = 512;
 
 /// What runs leave for the runner to do between them.
-#[derive(Default)]
 struct Backlog {
     /// Containers that ran (their inits were reaped), to remove.
     finished: Vec<Finished>,
     /// Whether the heap was trimmed since the last run.
     trimmed: bool,
+    /// Warm containers for the next run.
+    warm: warm::Pool,
 }
 
 impl Backlog {
-    /// Does one piece of work: a spare network namespace for the next run first, then a
-    /// removal, then the heap. Returns false when nothing was left to do.
+    /// Does one piece of work: a spare network namespace for the next run first, then
+    /// its warm containers, then a removal, then the heap. Returns false when nothing was
+    /// left to do.
     fn step(&mut self, store: &Store, spares: &mut netns::Spares) -> bool {
         if spares.wants(SPARE_NETNS) {
             spares.fill(SPARE_NETNS);
+        } else if self.warm.step(store, std::process::id()) {
         } else if let Some(x) = self.finished.pop() {
             x.remove(store);
         } else if !self.trimmed {
@@ -169,6 +181,7 @@ impl Backlog {
         for x in self.finished.drain(..) {
             x.remove(store);
         }
+        self.warm.remove_all(store);
     }
 }
 
@@ -213,12 +226,16 @@ fn reserve_status_fd(sock: OwnedFd) -> Result<OwnedFd, (OwnedFd, LauncherError)>
     }
 }
 
-/// One run's executions: the state store, the spare network namespaces, and where the
-/// containers that ran (exited and waited for) go: the runner's [`Backlog`].
+/// One run's executions: the state store, the spare network namespaces, the warm
+/// containers, and where the containers that ran (exited and waited for) go: the
+/// runner's [`Backlog`].
 struct Session<'a> {
     store: &'a Store,
     spares: &'a mut netns::Spares,
     finished: &'a mut Vec<Finished>,
+    warm: &'a mut warm::Pool,
+    /// The configs of the steps that ran, in order (what to keep warm next).
+    steps: Vec<Loaded>,
 }
 
 impl Session<'_> {
@@ -300,6 +317,7 @@ impl Session<'_> {
             Ok(b) => b,
             Err(message) => return vec![internal(&id(None), message)],
         };
+        self.steps.push(bundle.clone());
         match &step.tests {
             None => {
                 vec![self.execute_one(&id(None), step, &bundle, step.stdin.as_deref(), None, null)]
@@ -334,8 +352,14 @@ impl Session<'_> {
         null: &OwnedFd,
     ) -> ExecResult {
         let t0 = Instant::now();
-        let netns = self.spares.take();
-        match Execution::create(self.store, id, bundle, stdin, null, netns.as_ref()) {
+        let created = match self.warm.claim(self.store, &bundle.1, stdin) {
+            Some(claimed) => claimed,
+            None => {
+                let netns = self.spares.take();
+                Execution::create(self.store, id, bundle, stdin, null, netns.as_ref())
+            }
+        };
+        match created {
             Ok(mut x) => {
                 let t1 = Instant::now();
                 let r = x.supervise(step, expected);
@@ -375,6 +399,23 @@ pub fn abandon(root: &Path, run_dir: &Path) {
     for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
         if let Err(e) = ops::delete(&store, &id, true) {
             tracing::error!("remove container {id} of an abandoned run: {e}");
+        }
+    }
+}
+
+/// Removes the warm containers of the runner `pid`, which is gone: they wait for a run
+/// that will not come.
+pub fn forget(root: &Path, pid: Pid) {
+    let prefix = warm::prefix(pid.as_raw() as u32);
+    let store = Store::new(root);
+    for id in store
+        .ids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| id.starts_with(&prefix))
+    {
+        if let Err(e) = ops::delete(&store, &id, true) {
+            tracing::error!("remove the warm container {id} of a runner that is gone: {e}");
         }
     }
 }
