@@ -565,18 +565,15 @@ async fn warm_containers_give_each_run_its_own_workspace_and_stdin() {
     // Test cases: /box read-only, each test its own stdin (the first in a warm container).
     let tests = json!({"image": "busybox", "files": [{"path": "f", "content": "x"}],
         "steps": [{"name": "t", "args": ["sh", "-c",
-            format!("cat; touch /box/y 2>/dev/null && echo writable || echo read-only; {BOX_MOUNTS}")],
+            format!("cat; touch /box/y 2>/dev/null && echo writable || echo read-only; \
+                     (echo x >> /proc/self/fd/0) 2>/dev/null && echo stdin-writable || echo stdin-kept; \
+                     {BOX_MOUNTS}")],
                    "tests": [{"stdin": "one\n"}, {"stdin": "two\n"}]}]});
     for v in run_until_warm(&s, tests).await {
         let rs = results(&v, 0);
-        assert!(
-            rs[0]["stdout"]
-                .as_str()
-                .unwrap()
-                .starts_with("one\nread-only\n"),
-            "{v}"
-        );
-        assert_eq!(rs[1]["stdout"], "two\nread-only\n1\n", "{v}");
+        let first = rs[0]["stdout"].as_str().unwrap();
+        assert!(first.starts_with("one\nread-only\nstdin-kept\n"), "{v}");
+        assert_eq!(rs[1]["stdout"], "two\nread-only\nstdin-kept\n1\n", "{v}");
     }
 
     // A program that is not there: found missing at create (the reason as the message),

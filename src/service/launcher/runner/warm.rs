@@ -9,7 +9,7 @@
 //!   (`nosuid`, `nodev`, `ro` for test cases) with `mount_setattr`, and moved over
 //!   `/box` in the container's mount namespace with `move_mount`;
 //! - stdin: an empty memfd, opened read-only for the container; a test case's input is
-//!   copied into it.
+//!   copied into it, and it is sealed.
 //!
 //! The init resolves its cwd (`/box`) and program after `start`
 //! (`CreateOptions::resolve_at_start`), so it sees the workspace. A warm container is
@@ -224,6 +224,7 @@ impl Warm {
                     .map(drop)
                     .map_err(|e| format!("copy {} to the stdin of the container: {e}", p.display()))
             })
+            .and_then(|()| seal(&self.stdin))
             .and_then(|()| {
                 let ns = self
                     .x
@@ -243,7 +244,12 @@ impl Warm {
 /// Creates a warm container of `key`'s config, its stdin an empty memfd.
 fn make(store: &Store, id: &str, key: &Loaded) -> Result<Warm, String> {
     // SAFETY: memfd_create with a NUL-terminated name; the fd is owned below.
-    let fd = unsafe { libc::memfd_create(c"corral-stdin".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe {
+        libc::memfd_create(
+            c"corral-stdin".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     if fd < 0 {
         return Err(format!("memfd_create: {}", nix::Error::last()));
     }
@@ -267,6 +273,17 @@ fn make(store: &Store, id: &str, key: &Loaded) -> Result<Warm, String> {
         x,
         stdin,
     })
+}
+
+/// Makes the stdin memfd immutable: the program could reopen it for writing through
+/// `/proc/self/fd/0` (a memfd's mode is 0777) otherwise.
+fn seal(memfd: &File) -> Result<(), String> {
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(F_ADD_SEALS) on our own fd with an int argument.
+    let r = unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    nix::errno::Errno::result(r)
+        .map(drop)
+        .map_err(|e| format!("seal the stdin of the container: {e}"))
 }
 
 /// An empty directory, `0555`, owned by root.
@@ -340,23 +357,35 @@ fn mount_workspace(
     nix::errno::Errno::result(r).map_err(sys("mount_setattr on the workspace".into()))?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(sys("enter the container's mount namespace".into()))?;
-    // SAFETY: move_mount of our detached tree onto a path, both valid.
-    let moved = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c"/box".as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    let moved = nix::errno::Errno::result(moved).map(drop);
+    let moved = move_onto_box(&tree);
     if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNS) {
         tracing::error!("runner: cannot return to its mount namespace: {e}");
         std::process::abort();
     }
     moved.map_err(sys("move the workspace to /box".into()))
+}
+
+/// Moves `tree` over `/box` of the mount namespace the runner is in (a container's,
+/// whose root is now the runner's root and cwd). `/box` is resolved as the runtime
+/// resolves mount targets: inside that root, no magic link followed.
+fn move_onto_box(tree: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{OpenHow, ResolveFlag, openat2};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let target = openat2(nix::fcntl::AT_FDCWD, &BOX[1..], how)?;
+    // SAFETY: move_mount of our detached tree onto our O_PATH fd, both valid.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    nix::errno::Errno::result(moved).map(drop)
 }
 
 /// `struct mount_attr` of mount_setattr(2).
