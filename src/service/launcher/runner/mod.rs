@@ -1,15 +1,15 @@
 //! The runner: a process forked by the launcher that executes judged runs, one at a
 //! time: for each, the run's plan (`plan.json` in the run's directory) step by step, one
-//! fresh container per execution, then `result.json` there. The launcher keeps one
-//! runner per run in flight, and reuses idle ones.
+//! fresh container per execution, then `result.json` there. The launcher keeps a runner
+//! per run in flight and at most one more, and reuses idle ones in turn.
 //!
 //! Being the parent of every init it creates, the runner gets real exit statuses; being
 //! single-threaded, it may call the runtime's `clone3`. For each execution it polls the
 //! init's pidfd and the stdout and stderr pipes, reads the cgroup's CPU time, and kills
 //! the init (so its whole pid namespace) at the first limit reached: CPU time, wall
 //! time or output size. Memory limits are the kernel's (the cgroup's OOM counter).
-//! Between runs, while no request waits, it removes the containers that ran and makes
-//! the next run's network namespace (`netns.rs`).
+//! Between runs, while no request waits, it makes the next run's network namespace
+//! (`netns.rs`) and warm containers (`warm.rs`), and removes the containers that ran.
 //!
 //! This file: the runner process (its loop, fds, clean-up after a dead runner) and the
 //! plan's steps; `execution.rs`: one container, from create to its measured result.
