@@ -617,6 +617,64 @@ async fn warm_containers_give_each_run_its_own_workspace_and_stdin() {
     assert_no_containers_soon(&s).await;
 }
 
+/// A rootfs tar for `POST /v1/images`: the test busybox rootfs, plus `/marker`.
+fn image_tar(marker: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", common::rootfs()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(marker.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "marker", marker.as_bytes()).unwrap();
+    b.into_inner().unwrap()
+}
+
+async fn upload_image(s: &Server, name: &str, marker: &str) {
+    let resp = common::server::client()
+        .post(s.url(&format!("/v1/images?name={name}")))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/x-tar")
+        .body(image_tar(marker))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 201, "{}", resp.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_container_never_serves_an_image_replaced_since() {
+    let s = Server::start();
+    upload_image(&s, "marked", "one").await;
+    let body = json!({"image": "marked", "steps": [{"name": "s", "args": ["sh", "-c",
+        format!("cat /marker; echo; {BOX_MOUNTS}")]}]});
+    let runs = run_until_warm(&s, body.clone()).await;
+    let last = &results(runs.last().unwrap(), 0)[0];
+    assert_eq!(last["stdout"], "one\n2\n", "{last}");
+    // Let every runner make its warm container of the old image, then replace it: the
+    // old image's directory goes, another takes its path. No run may see the old one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, v) = call(
+        reqwest::Method::DELETE,
+        &s.url("/v1/images/marked"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{v}");
+    upload_image(&s, "marked", "two").await;
+    for _ in 0..4 {
+        let v = run_ok(&s, body.clone()).await;
+        let r = &results(&v, 0)[0];
+        assert!(r["stdout"].as_str().unwrap().starts_with("two\n"), "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_and_write_nothing() {
     let s = Server::start();

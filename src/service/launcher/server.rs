@@ -141,7 +141,8 @@ impl Server {
     }
 
     /// Waits for work: `(request from the service, SIGCHLD, indexes of readable report
-    /// pipes, indexes of busy runners with something to say)`; `None` when interrupted.
+    /// pipes, indexes of runners with something to say or gone)`; `None` when
+    /// interrupted.
     #[allow(clippy::type_complexity)]
     fn wait(&self) -> Result<Option<(bool, bool, Vec<usize>, Vec<usize>)>, LauncherError> {
         let mut fds = vec![
@@ -153,12 +154,12 @@ impl Server {
                 .iter()
                 .map(|p| PollFd::new(p.report.as_fd(), PollFlags::POLLIN)),
         );
-        let busy: Vec<usize> = (0..self.runners.len())
-            .filter(|&i| self.runners[i].busy.is_some())
-            .collect();
+        // Every runner: a busy one answers; an idle one that goes away leaves warm
+        // containers to remove.
         fds.extend(
-            busy.iter()
-                .map(|&i| PollFd::new(self.runners[i].sock.as_fd(), PollFlags::POLLIN)),
+            self.runners
+                .iter()
+                .map(|r| PollFd::new(r.sock.as_fd(), PollFlags::POLLIN)),
         );
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -171,11 +172,8 @@ impl Server {
             .collect();
         let reports = (0..self.pending.len()).filter(|i| ready[i + 2]).collect();
         let first = 2 + self.pending.len();
-        let runners = busy
-            .into_iter()
-            .enumerate()
-            .filter(|&(k, _)| ready[first + k])
-            .map(|(_, i)| i)
+        let runners = (0..self.runners.len())
+            .filter(|&i| ready[first + i])
             .collect();
         Ok(Some((ready[0], ready[1], reports, runners)))
     }
@@ -273,8 +271,9 @@ impl Server {
         Ok((self.runners.len() - 1, dir))
     }
 
-    /// Relays what busy runner `i` sent (the outcome of its run); a runner that exited
-    /// instead is dropped, and its run answered with an error.
+    /// Relays what runner `i` sent (the outcome of its run); a runner that exited
+    /// instead is dropped, its warm containers removed, and its run (if it had one)
+    /// answered with an error.
     fn on_runner(&mut self, i: usize, buf: &mut [u8]) -> Result<(), LauncherError> {
         let outcome = match recv_packet(self.runners[i].sock.as_fd(), buf) {
             Ok(Some(n)) => Some(decode(&buf[..n]).unwrap_or_else(|e| Outcome::error(&e))),

@@ -57,6 +57,8 @@ pub(super) struct Pool {
 /// A created container, waiting for an execution that fits.
 struct Warm {
     key: Loaded,
+    /// The image's root filesystem as it was bound (see [`rootfs_id`]).
+    rootfs: Option<RootfsId>,
     x: Execution,
     /// The read-write end of the container's stdin (a memfd).
     stdin: File,
@@ -152,7 +154,15 @@ impl Pool {
         }
         let fit = self.fit(spec)?;
         let i = self.ready.iter().position(|w| w.key.1 == fit.key)?;
-        match self.ready.swap_remove(i).claim(store, &fit, stdin, home) {
+        let w = self.ready.swap_remove(i);
+        // The same path may hold another image now (deleted and uploaded again): a warm
+        // container made before has the old one.
+        if w.rootfs.is_none() || w.rootfs != rootfs_id(spec) {
+            let mut x = w.x;
+            x.remove(store);
+            return None;
+        }
+        match w.claim(store, &fit, stdin, home) {
             Err(Refusal::Internal(e)) => {
                 tracing::warn!("runner: a warm container could not be used: {e}");
                 None
@@ -265,14 +275,28 @@ fn make(store: &Store, id: &str, key: &Loaded) -> Result<Warm, String> {
     .map_err(|e| format!("reopen the stdin memfd read-only: {e}"))?;
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open /dev/null: {e}"))?;
+    // Before the create binds it: what a claim compares with.
+    let rootfs = rootfs_id(&key.1);
     let x = Execution::prepare(store, id, key, input, &null, None, true).map_err(|r| match r {
         Refusal::Program(m) | Refusal::Internal(m) => m,
     })?;
     Ok(Warm {
         key: key.clone(),
+        rootfs,
         x,
         stdin,
     })
+}
+
+/// `(st_dev, st_ino, st_ctime, st_ctime_nsec)` of a directory.
+type RootfsId = (u64, u64, i64, i64);
+
+/// The identity of the config's root filesystem: a new directory at the same path (an
+/// image deleted and uploaded again) differs, even should it get the same inode number.
+fn rootfs_id(spec: &Spec) -> Option<RootfsId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(spec.root().as_ref()?.path()).ok()?;
+    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
 }
 
 /// Makes the stdin memfd immutable: the program could reopen it for writing through
