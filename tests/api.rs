@@ -902,7 +902,15 @@ async fn container_and_concurrency_limits() {
         let url = s.url("/v1/containers/lim1/wait?timeout=3");
         async move { call(reqwest::Method::POST, &url, Some(USER), None).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // Let the wait take the slot before anything else asks (a request sent at the same
+    // moment could take it first, and the wait would be the one refused).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !wait.is_finished(),
+        "the wait ended at once: {:?}",
+        wait.await
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let resp = client()
             .get(s.url("/v1/info"))
