@@ -384,38 +384,34 @@ impl Session<'_> {
 /// Removes the containers of the run in `run_dir` (named `run-<run id>-...`) whose
 /// runner died mid-run: nothing else would kill them at their limits.
 pub fn abandon(root: &Path, run_dir: &Path) {
-    let Some(run) = run_dir.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    let prefix = format!("run-{run}-");
-    let store = Store::new(root);
-    let ids = match store.ids() {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::error!("list containers to clean up after run {run}: {e}");
-            return;
-        }
-    };
-    for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
-        if let Err(e) = ops::delete(&store, &id, true) {
-            tracing::error!("remove container {id} of an abandoned run: {e}");
-        }
+    if let Some(run) = run_dir.file_name().and_then(|n| n.to_str()) {
+        remove_prefixed(root, &format!("run-{run}-"), "of an abandoned run");
     }
 }
 
 /// Removes the warm containers of the runner `pid`, which is gone: they wait for a run
 /// that will not come.
 pub fn forget(root: &Path, pid: Pid) {
-    let prefix = warm::prefix(pid.as_raw() as u32);
+    remove_prefixed(
+        root,
+        &warm::prefix(pid.as_raw() as u32),
+        "of a runner that is gone",
+    );
+}
+
+/// Force-deletes the containers of the store at `root` whose ids start with `prefix`.
+fn remove_prefixed(root: &Path, prefix: &str, whose: &str) {
     let store = Store::new(root);
-    for id in store
-        .ids()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|id| id.starts_with(&prefix))
-    {
+    let ids = match store.ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!("list the containers {whose} to remove them: {e}");
+            return;
+        }
+    };
+    for id in ids.into_iter().filter(|id| id.starts_with(prefix)) {
         if let Err(e) = ops::delete(&store, &id, true) {
-            tracing::error!("remove the warm container {id} of a runner that is gone: {e}");
+            tracing::error!("remove container {id} {whose}: {e}");
         }
     }
 }
