@@ -68,6 +68,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<axum::response:
         state.cfg.root.clone(),
         crate::service::runs::container_root(&state.cfg.data),
     ];
+    let state_root = state.cfg.root.clone();
     let counts = tokio::task::spawn_blocking(move || {
         let ids: Vec<String> = roots
             .iter()
@@ -81,7 +82,10 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<axum::response:
             .iter()
             .filter(|id| id.starts_with(crate::service::runs::WARM_PREFIX))
             .count() as i64;
-        (ids.len() as i64 - warm, warm)
+        let api_warm = crate::service::launcher::pool::store(&state_root)
+            .ids()
+            .map_or(0, |ids| ids.len() as i64);
+        (ids.len() as i64 - warm, warm + api_warm)
     })
     .await
     .unwrap_or((0, 0));

@@ -48,6 +48,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         loaded: None,
         fresh_netns: None,
         resolve_at_start: false,
+        late_process: false,
     }
 }
 

@@ -96,6 +96,8 @@ async fn serve(
     images: Arc<Images>,
 ) -> Result<()> {
     let exe = crate::runtime::linux::process::current_exe()?;
+    // Warm containers of a launcher that did not exit cleanly are of no use to anyone.
+    crate::service::launcher::pool::clean_stale(&cfg.root, &cfg.data);
     let launcher = Arc::new(Launcher::spawn(&exe, &cfg.root, &cfg.data).await?);
     let metrics = Arc::new(Metrics::new());
     let runs = Arc::new(
@@ -109,7 +111,8 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let containers = Arc::new(
-        Containers::new(cfg.clone(), launcher, store).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Containers::new(cfg.clone(), launcher, store, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let state = AppState {
         cfg: cfg.clone(),

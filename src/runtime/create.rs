@@ -57,6 +57,12 @@ pub struct CreateOptions {
     /// failure is then reported by `start`. Off: both are resolved during create, as
     /// runc does.
     pub resolve_at_start: bool,
+    /// Create a warm container: the init does every step of setup that does not depend
+    /// on the process (namespaces, mounts, pivot_root, masked paths), then waits for
+    /// [`Created::give_process`] before the rest (hostname, identity, rlimits, cwd and
+    /// program lookup). The process in the bundle stands in until then; its
+    /// capabilities, rlimits and no_new_privs are kept.
+    pub late_process: bool,
 }
 
 /// A created container, as seen by the process that created it.
@@ -65,6 +71,9 @@ pub struct Created {
     pub pid: Pid,
     /// A pidfd of the init: waiting and signalling through it is immune to pid reuse.
     pub pidfd: OwnedFd,
+    /// The channel to an init that waits for its process
+    /// ([`CreateOptions::late_process`]), until it is given one.
+    sync: Option<sync::Channel>,
 }
 
 impl Created {
@@ -79,6 +88,52 @@ impl Created {
             Mode::empty(),
         )
         .ok()
+    }
+
+    /// Gives a warm container ([`CreateOptions::late_process`]) its process; returns
+    /// once its init has taken the process on (hostname, identity, cwd, program found)
+    /// and waits for `start`. The record's `process` is updated to match (the caller
+    /// saves it). A failure on the process itself (no such program or cwd) is
+    /// [`Error::InitConfig`]; the init has exited then.
+    pub fn give_process(&mut self, late: &sync::LateProcess) -> Result<()> {
+        let id = self.record.id.clone();
+        let init_error = |reason: String| Error::Init {
+            id: id.clone(),
+            reason,
+        };
+        let channel = self
+            .sync
+            .take()
+            .ok_or_else(|| init_error("it was not created to wait for its process".into()))?;
+        channel.send(&Message::Process(late.clone()))?;
+        match channel.recv()? {
+            Some(Message::Ready) => {}
+            Some(Message::Error(reason)) => return Err(init_error(reason)),
+            Some(Message::ConfigError(reason)) => {
+                return Err(Error::InitConfig {
+                    id: id.clone(),
+                    reason,
+                });
+            }
+            Some(other) => return Err(init_error(format!("unexpected message {other:?}"))),
+            None => return Err(init_error("exited while taking its process".into())),
+        }
+        if let Some(p) = self.record.process.as_mut() {
+            let user = p
+                .user()
+                .clone()
+                .set_uid(late.uid)
+                .set_gid(late.gid)
+                .set_additional_gids(
+                    (!late.additional_gids.is_empty()).then(|| late.additional_gids.clone()),
+                )
+                .clone();
+            p.set_args(Some(late.args.clone()))
+                .set_env(Some(late.env.clone()))
+                .set_cwd(late.cwd.clone())
+                .set_user(user);
+        }
+        Ok(())
     }
 }
 
@@ -119,6 +174,7 @@ pub fn create_with(
         plan.use_fresh_netns(netns.clone());
     }
     plan.resolve_at_start = opts.resolve_at_start;
+    plan.late_process = opts.late_process;
     if let Some(fd) = plan.reaper_status_fd
         && fd >= 3 + opts.preserve_fds
     {
@@ -375,7 +431,12 @@ fn launch(
     if let Some(pf) = &opts.pid_file {
         write_pid_file(pf, pid.as_raw())?;
     }
-    Ok(Created { record, pid, pidfd })
+    Ok(Created {
+        record,
+        pid,
+        pidfd,
+        sync: opts.late_process.then_some(parent),
+    })
 }
 
 /// The runtime's own pid and time namespaces, to return to after the clone.

@@ -64,7 +64,7 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProcessPlan {
     pub args: Vec<CString>,
     pub env: Vec<CString>,
@@ -119,6 +119,9 @@ pub struct Plan {
     /// Resolve the process's cwd and program at `start` instead of during create (see
     /// [`CreateOptions::resolve_at_start`](super::create::CreateOptions)).
     pub resolve_at_start: bool,
+    /// The process comes after create (see
+    /// [`CreateOptions::late_process`](super::create::CreateOptions)).
+    pub late_process: bool,
 }
 
 impl Plan {
@@ -362,6 +365,7 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
         annotations: spec.annotations().clone().unwrap_or_default(),
         reaper_status_fd: reaper_status_fd(spec)?,
         resolve_at_start: false,
+        late_process: false,
     })
 }
 

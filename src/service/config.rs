@@ -59,6 +59,10 @@ pub struct Limits {
     pub writable_layer_bytes: u64,
     /// Cap on each of a container's log files, in bytes.
     pub max_log_bytes: u64,
+    /// Containers kept made ahead of requests, per image recently created from (two
+    /// images at most): a create from an image then only gives one its id, process and
+    /// limits. 0 turns them off.
+    pub warm_containers: u32,
 }
 
 impl Default for Limits {
@@ -81,6 +85,7 @@ impl Default for Limits {
             max_cpus: 2.0,
             writable_layer_bytes: 256 << 20,
             max_log_bytes: 64 << 20,
+            warm_containers: 1,
         }
     }
 }
@@ -248,6 +253,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "limits: a default is above its maximum".into(),
+            ));
+        }
+        if l.warm_containers > 8 {
+            return Err(ConfigError::Invalid(
+                "limits: warm_containers is at most 8".into(),
             ));
         }
         self.runs.validate().map_err(ConfigError::Invalid)?;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::Config;
-use super::launcher::{CreateRequest, ErrorKind, Launcher, LauncherError, read_exit};
+use super::launcher::{ClaimRequest, CreateRequest, ErrorKind, Launcher, LauncherError, read_exit};
+use super::metrics::Metrics;
 use super::{ServiceError, policy, sandbox};
 use crate::bundle::extract::{self, Limits as TarLimits};
 use crate::images::{ContainerRootfs, ImageStore};
@@ -33,7 +34,7 @@ pub struct Record {
 
 pub const RECORD_FILE: &str = "container.json";
 /// The containers' directories, under the data dir.
-const CONTAINERS_DIR: &str = "containers";
+pub const CONTAINERS_DIR: &str = "containers";
 
 /// The request to create a container from an image.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -107,6 +108,7 @@ pub struct Containers {
     cfg: Arc<Config>,
     launcher: Arc<Launcher>,
     images: Arc<ImageStore>,
+    metrics: Arc<Metrics>,
     dir: PathBuf,
 }
 
@@ -115,6 +117,7 @@ impl Containers {
         cfg: Arc<Config>,
         launcher: Arc<Launcher>,
         images: Arc<ImageStore>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ServiceError> {
         let dir = cfg.data.join(CONTAINERS_DIR);
         std::fs::create_dir_all(&dir)
@@ -123,6 +126,7 @@ impl Containers {
             cfg,
             launcher,
             images,
+            metrics,
             dir,
         })
     }
@@ -226,20 +230,6 @@ impl Containers {
             .images
             .rootfs(&req.image)
             .map_err(|e| ServiceError::new(ErrorKind::BadRequest, e.to_string()))?;
-        let (id, dir) = self.claim(req.id.clone())?;
-        let mut undo = UndoDir {
-            dir: dir.clone(),
-            rootfs: false,
-        };
-        let layer = self.cfg.limits.writable_layer_bytes;
-        let mount_dir = dir.clone();
-        let rootfs = tokio::task::spawn_blocking(move || {
-            ContainerRootfs::mount(&image_rootfs, &mount_dir, layer)
-        })
-        .await
-        .map_err(|e| ServiceError::internal(format!("mount rootfs: {e}")))?
-        .map_err(|e| ServiceError::internal(e.to_string()))?;
-        undo.rootfs = true;
         let args = req
             .process
             .args
@@ -258,37 +248,65 @@ impl Containers {
             }
             env.push(e.clone());
         }
-        let cwd = req.process.cwd.clone().unwrap_or_else(|| "/".into());
         let user = req.process.user.unwrap_or_default();
-        let caps = sandbox::default_caps();
-        let spec = sandbox::spec(
-            &sandbox::SandboxRequest {
-                id: &id,
-                args: &args,
-                env: &env,
-                cwd: &cwd,
-                uid: user.uid,
-                gid: user.gid,
-                memory_bytes: memory,
-                pids,
-                cpus,
-                capabilities: &caps,
-            },
-            rootfs.path(),
-        )
-        .map_err(ServiceError::internal)?;
+        let params = sandbox::Params {
+            args,
+            env,
+            cwd: req.process.cwd.clone().unwrap_or_else(|| "/".into()),
+            uid: user.uid,
+            gid: user.gid,
+            memory_bytes: memory,
+            pids,
+            cpu_quota_us: (cpus * sandbox::CPU_PERIOD_US as f64).round() as i64,
+        };
+        let (id, dir) = self.claim(req.id.clone())?;
+        let mut undo = UndoDir {
+            dir: dir.clone(),
+            rootfs: false,
+        };
+        let layer = self.cfg.limits.writable_layer_bytes;
+        if self.cfg.limits.warm_containers > 0 && fits_a_packet(&params) {
+            // A warm container moves its mounted rootfs into the directory.
+            undo.rootfs = true;
+            let claim = ClaimRequest {
+                id: id.clone(),
+                data_dir: dir.clone(),
+                log_limit: self.cfg.limits.max_log_bytes,
+                image: req.image.clone(),
+                image_rootfs: image_rootfs.clone(),
+                layer_bytes: layer,
+                params: params.clone(),
+                warm: self.cfg.limits.warm_containers,
+            };
+            let how = Launch::Claim(claim);
+            if self
+                .launch(&id, &dir, how, Some(req.image.clone()), owner, &mut undo)
+                .await?
+            {
+                undo.disarm();
+                self.metrics.count_created("warm");
+                return self.view(&id).await;
+            }
+            undo.rootfs = false;
+        }
+        let mount_dir = dir.clone();
+        let rootfs = tokio::task::spawn_blocking(move || {
+            ContainerRootfs::mount(&image_rootfs, &mount_dir, layer)
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("mount rootfs: {e}")))?
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+        undo.rootfs = true;
+        let spec = params
+            .spec(&id, rootfs.path())
+            .map_err(ServiceError::internal)?;
         let bundle = dir.join("bundle");
         write_bundle(&bundle, &spec)?;
-        self.launch(
-            &id,
-            &dir,
-            &bundle,
-            Some(req.image.clone()),
-            owner,
-            &mut undo,
-        )
-        .await?;
+        let how = Launch::Create(self.create_request(&id, &dir, &bundle, true));
+        self.launch(&id, &dir, how, Some(req.image.clone()), owner, &mut undo)
+            .await?;
         undo.disarm();
+        self.metrics.count_created("image");
         self.view(&id).await
     }
 
@@ -354,13 +372,28 @@ impl Containers {
             linux.set_cgroups_path(None);
         }
         write_bundle(&bundle, &spec)?;
-        self.launch(&id, &dir, &bundle, None, owner, &mut undo)
-            .await?;
+        let how = Launch::Create(self.create_request(&id, &dir, &bundle, false));
+        self.launch(&id, &dir, how, None, owner, &mut undo).await?;
         undo.disarm();
+        self.metrics.count_created("bundle");
         self.view(&id).await
     }
 
-    /// Has the launcher create the container, within `create_timeout_secs`. A create
+    /// The launcher's request to create container `id` from `bundle`; `sandbox` for a
+    /// container from an image (the service's sandbox config).
+    fn create_request(&self, id: &str, dir: &Path, bundle: &Path, sandbox: bool) -> CreateRequest {
+        CreateRequest {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            data_dir: dir.to_path_buf(),
+            systemd_cgroup: false,
+            log_limit: self.cfg.limits.max_log_bytes,
+            sandbox,
+        }
+    }
+
+    /// Has the launcher create the container, within `create_timeout_secs`; `false` if
+    /// it had no warm container for a [`Launch::Claim`] (nothing was made). A create
     /// that does not finish in time fails with [`ErrorKind::Timeout`]; it may still
     /// finish later, so the container is removed in the background once it has settled
     /// (its directory, and so its id, stays taken until then).
@@ -368,29 +401,28 @@ impl Containers {
         &self,
         id: &str,
         dir: &Path,
-        bundle: &Path,
+        how: Launch,
         image: Option<String>,
         owner: &str,
         undo: &mut UndoDir,
-    ) -> Result<(), ServiceError> {
-        let req = CreateRequest {
-            id: id.to_string(),
-            bundle: bundle.to_path_buf(),
-            data_dir: dir.to_path_buf(),
-            systemd_cgroup: false,
-            log_limit: self.cfg.limits.max_log_bytes,
-            // A container from an image has the service's sandbox config.
-            sandbox: image.is_some(),
-        };
+    ) -> Result<bool, ServiceError> {
         let secs = self.cfg.limits.create_timeout_secs;
         let launcher = self.launcher.clone();
         // A task of its own, so that the create's outcome is still seen after a timeout.
-        let mut create = tokio::spawn(async move { launcher.create(req).await });
+        let mut create = tokio::spawn(async move {
+            match how {
+                Launch::Create(req) => launcher.create(req).await.map(Some),
+                Launch::Claim(req) => launcher.claim(req).await,
+            }
+        });
         match tokio::time::timeout(Duration::from_secs(secs), &mut create).await {
             Ok(joined) => {
-                joined
+                let pid = joined
                     .map_err(|e| ServiceError::internal(format!("create {id}: {e}")))?
                     .map_err(ServiceError::from)?;
+                if pid.is_none() {
+                    return Ok(false);
+                }
             }
             Err(_) => {
                 tracing::warn!(
@@ -418,7 +450,8 @@ impl Containers {
             .map_err(|e| ServiceError::internal(e.to_string()))?;
         let path = dir.join(RECORD_FILE);
         write_atomic(&path, &data, 0o600)
-            .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))
+            .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))?;
+        Ok(true)
     }
 
     /// The container's view, or NotFound.
@@ -687,13 +720,28 @@ fn read_record(dir: &Path) -> Option<Record> {
 }
 
 fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), ServiceError> {
-    std::fs::create_dir_all(bundle)
-        .map_err(|e| ServiceError::io(format!("create {}", bundle.display()), e))?;
-    let data =
-        serde_json::to_vec_pretty(spec).map_err(|e| ServiceError::internal(e.to_string()))?;
-    let path = bundle.join("config.json");
-    write_atomic(&path, &data, 0o600)
-        .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))
+    sandbox::write_config(bundle, spec)
+        .map_err(|e| ServiceError::io(format!("write {}/config.json", bundle.display()), e))
+}
+
+/// How the launcher makes a container.
+enum Launch {
+    /// From a bundle the service wrote or received.
+    Create(CreateRequest),
+    /// From a warm container of an image, if it has one.
+    Claim(ClaimRequest),
+}
+
+/// Whether a claim for `params` fits the launcher's packets (a request whose arguments
+/// and environment are larger is created the usual way).
+fn fits_a_packet(params: &sandbox::Params) -> bool {
+    let text: usize = params
+        .args
+        .iter()
+        .chain(&params.env)
+        .map(|s| s.len() + 8)
+        .sum();
+    text + params.cwd.len() < super::launcher::MAX_PACKET / 2
 }
 
 /// Unmounts the container's rootfs (if it has one) and removes its directory.
@@ -728,11 +776,11 @@ const ABANDONED_CREATE_WAIT: Duration = Duration::from_secs(600);
 async fn abandon_create(
     launcher: Arc<Launcher>,
     id: String,
-    create: tokio::task::JoinHandle<Result<i32, LauncherError>>,
+    create: tokio::task::JoinHandle<Result<Option<i32>, LauncherError>>,
     undo: UndoDir,
 ) {
     let outcome = tokio::time::timeout(ABANDONED_CREATE_WAIT, create).await;
-    let created = matches!(outcome, Ok(Ok(Ok(_))));
+    let created = matches!(outcome, Ok(Ok(Ok(Some(_)))));
     // A runtime container of that id that this create did not make is not ours to delete.
     let ours = !matches!(&outcome, Ok(Ok(Err(e))) if e.kind() == ErrorKind::AlreadyExists);
     if ours {

@@ -16,6 +16,11 @@ struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FromLabel {
+    from: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -29,6 +34,7 @@ pub struct Metrics {
     pub running: Gauge,
     containers: Gauge,
     warm: Gauge,
+    created: Family<FromLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,6 +54,7 @@ impl Metrics {
         let running = Gauge::default();
         let containers = Gauge::default();
         let warm = Gauge::default();
+        let created = Family::<FromLabel, Counter>::default();
         registry.register(
             "executions",
             "Executions of judged runs (one per step or test case), by verdict",
@@ -77,10 +84,17 @@ impl Metrics {
         );
         registry.register(
             "containers_warm",
-            "Run containers made ahead of requests, waiting for one",
+            "Containers made ahead of requests (judged runs' and the API's), waiting for one",
             warm.clone(),
         );
+        registry.register(
+            "containers_created",
+            "Containers created through the API, by what they were made from: warm (a warm \
+             container of an image), image (an image, at the request) or bundle (an upload)",
+            created.clone(),
+        );
         Metrics {
+            created,
             registry,
             executions,
             runs,
@@ -109,6 +123,14 @@ impl Metrics {
         };
         self.count(outcome);
         self.latency.observe(seconds);
+    }
+
+    /// Counts a container created through the API from `from` (`warm`, `image`,
+    /// `bundle`).
+    pub fn count_created(&self, from: &str) {
+        self.created
+            .get_or_create(&FromLabel { from: from.into() })
+            .inc();
     }
 
     /// Counts a run that ended without a result: `rejected` (429) or `error`.

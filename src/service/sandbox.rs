@@ -126,10 +126,58 @@ pub struct SandboxRequest<'a> {
     pub capabilities: &'a [&'a str],
 }
 
+/// What a request sets, owned: the service sends it to the launcher for a warm
+/// container (see `launcher::warm`), which builds the same config from it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Params {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub memory_bytes: i64,
+    pub pids: i64,
+    /// CPU time per [`CPU_PERIOD_US`], in microseconds.
+    pub cpu_quota_us: i64,
+}
+
+/// The CFS period of every sandbox container, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+impl Params {
+    /// The config of container `id` with these parameters and the default capabilities,
+    /// with `rootfs` as its root.
+    pub fn spec(&self, id: &str, rootfs: &Path) -> Result<Spec, String> {
+        let caps = default_caps();
+        spec(
+            &SandboxRequest {
+                id,
+                args: &self.args,
+                env: &self.env,
+                cwd: &self.cwd,
+                uid: self.uid,
+                gid: self.gid,
+                memory_bytes: self.memory_bytes,
+                pids: self.pids,
+                cpus: self.cpu_quota_us as f64 / CPU_PERIOD_US as f64,
+                capabilities: &caps,
+            },
+            rootfs,
+        )
+    }
+}
+
+/// Writes `spec` as `<bundle>/config.json` (atomically), creating `bundle`.
+pub fn write_config(bundle: &Path, spec: &Spec) -> std::io::Result<()> {
+    std::fs::create_dir_all(bundle)?;
+    let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+    crate::runtime::atomic::write_atomic(&bundle.join("config.json"), &data, 0o600)
+}
+
 /// Builds the config for `req` with `rootfs` as its root.
 pub fn spec(req: &SandboxRequest<'_>, rootfs: &Path) -> Result<Spec, String> {
     let caps: Vec<&str> = req.capabilities.to_vec();
-    let period: u64 = 100_000;
+    let period = CPU_PERIOD_US;
     let quota = (req.cpus * period as f64).round() as i64;
     let doc = json!({
         "ociVersion": crate::runtime::OCI_VERSION,

@@ -23,7 +23,7 @@ use super::linux::error::{Context, SysError, SysResult};
 use super::linux::process::exit_now;
 use super::linux::sync::{Channel, Message, dup_above};
 use super::linux::{console, identity};
-use super::plan::Plan;
+use super::plan::{Plan, ProcessPlan};
 
 /// What the init needs besides the plan: the fds handed down by the runtime.
 pub struct InitContext<'a> {
@@ -69,12 +69,15 @@ struct Ready {
     program: CString,
     /// The OCI state given to hooks that run inside the container.
     state: String,
+    /// The process given after create (a warm container), in place of the plan's.
+    late: Option<ProcessPlan>,
 }
 
 /// Waits for `start`, runs startContainer hooks, loads a late seccomp filter and execs.
 /// Errors go to stderr: the runtime that created the container is gone by now.
 fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     let plan = ctx.plan;
+    let process = ready.late.as_ref().unwrap_or(&plan.process);
     // After `start`, a failure is written to <state>/exec.error before the fifo closes
     // (at exit), so that `start`, which waits for the fifo to close, can report it.
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
@@ -94,7 +97,7 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     }
     let late;
     let program = if plan.resolve_at_start {
-        late = match resolve(plan) {
+        late = match resolve(process) {
             Ok(p) => p,
             Err(e) => fail(
                 &e,
@@ -116,7 +119,7 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     ) {
         fail(&e, 1);
     }
-    if plan.process.no_new_privileges
+    if process.no_new_privileges
         && let Some(prog) = &plan.seccomp
         && let Err(e) = prog.install()
     {
@@ -127,16 +130,14 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     reset_signals();
     let e = match plan.reaper_status_fd {
         // The program is pid 2, without the reaper's status fd.
-        Some(status_fd) => {
-            match exec::spawn(program, &plan.process.args, &plan.process.env, status_fd) {
-                Ok(program) => reap(program, status_fd),
-                Err(exec::SpawnError::Exec(e)) => e,
-                Err(exec::SpawnError::Clone(e)) => {
-                    fail(&format!("start the program under the reaper: {e}"), 1)
-                }
+        Some(status_fd) => match exec::spawn(program, &process.args, &process.env, status_fd) {
+            Ok(program) => reap(program, status_fd),
+            Err(exec::SpawnError::Exec(e)) => e,
+            Err(exec::SpawnError::Clone(e)) => {
+                fail(&format!("start the program under the reaper: {e}"), 1)
             }
-        }
-        None => exec::execve(program, &plan.process.args, &plan.process.env),
+        },
+        None => exec::execve(program, &process.args, &process.env),
     };
     let code = if e == nix::Error::ENOENT { 127 } else { 126 };
     fail(&format!("exec {}: {e}", program.to_string_lossy()), code)
@@ -144,8 +145,7 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
 
 /// Changes to the process's cwd and looks its program up: the last steps of setup, or
 /// the first after `start` under [`Plan::resolve_at_start`].
-fn resolve(plan: &Plan) -> Result<CString, SysError> {
-    let p = &plan.process;
+fn resolve(p: &ProcessPlan) -> Result<CString, SysError> {
     // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
     // the final user so that permissions apply.
     nix::unistd::chdir(&p.cwd).ctx(|| format!("chdir to cwd {}", p.cwd.display()))?;
@@ -282,7 +282,17 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     if plan.rootfs_readonly {
         rootfs::make_root_readonly()?;
     }
-    if let Some(h) = &plan.hostname {
+    // Nothing above depends on the process: a warm container waits for it here.
+    let late = if plan.late_process {
+        Some(take_late_process(ctx)?)
+    } else {
+        None
+    };
+    let (p, hostname) = match &late {
+        Some((p, h)) => (p, h.as_ref().or(plan.hostname.as_ref())),
+        None => (&plan.process, plan.hostname.as_ref()),
+    };
+    if let Some(h) = hostname {
         nix::unistd::sethostname(h).ctx(|| format!("sethostname {h}"))?;
     }
     if let Some(d) = &plan.domainname {
@@ -293,7 +303,6 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     if let Some(sock) = &ctx.console_socket {
         console::setup(sock, plan.process.console_size)?;
     }
-    let p = &plan.process;
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .ctx(|| format!("write oom_score_adj {adj}"))?;
@@ -336,13 +345,63 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     let program = if plan.resolve_at_start {
         p.args[0].clone()
     } else {
-        resolve(plan).inspect_err(|_| ctx.config_error.set(true))?
+        resolve(p).inspect_err(|_| ctx.config_error.set(true))?
     };
     // Every fd the container is not meant to have becomes close-on-exec.
     close_range_cloexec(keep_below)?;
     nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
     ctx.sync.send(&Message::Ready)?;
-    Ok(Ready { program, state })
+    Ok(Ready {
+        program,
+        state,
+        late: late.map(|(p, _)| p),
+    })
+}
+
+/// The process of a warm container ([`Plan::late_process`]): tells the parent that the
+/// rest of setup is done, then waits for the process and makes its plan from the
+/// bundle's (whose capabilities, rlimits and the like it keeps). Exits quietly if the
+/// parent goes away first: the warm container was discarded unused.
+fn take_late_process(ctx: &InitContext<'_>) -> Result<(ProcessPlan, Option<String>), SysError> {
+    ctx.sync.send(&Message::Ready)?;
+    let late = match ctx.sync.recv()? {
+        Some(Message::Process(p)) => p,
+        None => exit_now(0),
+        other => {
+            return Err(SysError::invalid(format!(
+                "unexpected sync message {other:?}"
+            )));
+        }
+    };
+    let invalid = |why: String| {
+        ctx.config_error.set(true);
+        SysError::invalid(why)
+    };
+    let strings = |what: &str, v: &[String]| -> Result<Vec<CString>, SysError> {
+        v.iter()
+            .map(|s| {
+                CString::new(s.as_str())
+                    .map_err(|_| invalid(format!("process.{what}: {s:?} holds a NUL byte")))
+            })
+            .collect()
+    };
+    if late.args.is_empty() {
+        return Err(invalid("process.args: must name a program".into()));
+    }
+    if !late.cwd.is_absolute() {
+        return Err(invalid(format!(
+            "process.cwd: {} is not an absolute path",
+            late.cwd.display()
+        )));
+    }
+    let mut p = ctx.plan.process.clone();
+    p.args = strings("args", &late.args)?;
+    p.env = strings("env", &late.env)?;
+    p.cwd = late.cwd;
+    p.uid = late.uid;
+    p.gid = late.gid;
+    p.additional_gids = late.additional_gids;
+    Ok((p, late.hostname))
 }
 
 /// Every signal back to its default disposition, and none blocked.

@@ -29,6 +29,27 @@ pub enum Message {
     /// child -> parent: setup failed on the container's own configuration (its program
     /// or cwd does not exist in its rootfs): the request's fault, not the host's.
     ConfigError(String),
+    /// parent -> child, to an init created to wait for its process (a warm container):
+    /// the process to run. The init answers `Ready` (or why not) once it has taken on
+    /// the process's identity and found its program.
+    Process(LateProcess),
+}
+
+/// The process of a container given after create: what a request names about it.
+/// Everything else (capabilities, rlimits, seccomp, no_new_privs) is the bundle's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateProcess {
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries: the whole environment.
+    pub env: Vec<String>,
+    pub cwd: std::path::PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// The container's hostname; `None` keeps the bundle's.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 const MAX_MESSAGE: usize = 64 * 1024;

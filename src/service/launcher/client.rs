@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 
 use super::error::LauncherError;
 use super::protocol::{
-    CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, RunRequest, decode,
-    encode, packet_pair, recv_packet, send_packet,
+    ClaimRequest, CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request,
+    RunRequest, decode, encode, packet_pair, recv_packet, send_packet,
 };
 use super::server::SERVICE_FD;
 
@@ -65,6 +65,17 @@ impl Launcher {
     pub async fn create(&self, req: CreateRequest) -> Result<i32, LauncherError> {
         match self.call(Op::Create(req)).await? {
             Outcome::Created { pid } => Ok(pid),
+            Outcome::Error { kind, message } => Err(LauncherError::Refused { kind, message }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a container from a warm container of its image: its init's pid, or `None`
+    /// when the launcher holds none that fits (it makes one for the next request).
+    pub async fn claim(&self, req: ClaimRequest) -> Result<Option<i32>, LauncherError> {
+        match self.call(Op::Claim(req)).await? {
+            Outcome::Created { pid } => Ok(Some(pid)),
+            Outcome::NotWarm => Ok(None),
             Outcome::Error { kind, message } => Err(LauncherError::Refused { kind, message }),
             other => Err(unexpected(&other)),
         }

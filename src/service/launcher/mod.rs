@@ -33,6 +33,7 @@ mod error;
 mod files;
 mod monitor;
 mod ops;
+pub mod pool;
 mod protocol;
 mod pump;
 mod runner;
@@ -44,4 +45,4 @@ pub use files::{
     EXIT_FILE, ExitRecord, MONITOR_LOG, STDERR_LOG, STDOUT_LOG, TRUNCATED_SUFFIX, log_truncated,
     read_exit,
 };
-pub use protocol::{CreateRequest, DEFAULT_LOG_LIMIT};
+pub use protocol::{ClaimRequest, CreateRequest, DEFAULT_LOG_LIMIT, MAX_PACKET};

@@ -96,7 +96,7 @@ pub(super) fn fork_with(
 
 /// The monitor's life; returns its exit code.
 fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i32 {
-    let mut running = match start(root, req, report.as_raw_fd(), blocked) {
+    let running = match start(root, req, report.as_raw_fd(), blocked) {
         Ok(r) => r,
         Err(e) => {
             send_report(report, &Outcome::error(&e));
@@ -109,21 +109,25 @@ fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i
             pid: running.created.pid.as_raw(),
         },
     );
+    supervise(running, &req.id, &req.data_dir)
+}
+
+/// Carries the container's output to its logs until its init exits, then writes its
+/// `exit.json` in `data_dir`; returns the monitor's exit code.
+pub(super) fn supervise(mut running: Running, id: &str, data_dir: &Path) -> i32 {
     let exit = pump::run(&mut running.streams, &running.created);
     for s in &mut running.streams {
         if let Err(e) = s.sink.finish() {
             tracing::warn!(
-                "container {}: record the truncation of {}: {e}",
-                req.id,
+                "container {id}: record the truncation of {}: {e}",
                 s.sink.name()
             );
         }
     }
-    if let Err(e) = files::write_exit(&req.data_dir, &exit) {
+    if let Err(e) = files::write_exit(data_dir, &exit) {
         tracing::error!(
-            "container {}: write {}/{}: {e}",
-            req.id,
-            req.data_dir.display(),
+            "container {id}: write {}/{}: {e}",
+            data_dir.display(),
             files::EXIT_FILE
         );
         return 1;
@@ -132,7 +136,7 @@ fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i
 }
 
 /// A created container whose output the monitor now carries to the logs.
-struct Running {
+pub(super) struct Running {
     created: Created,
     /// Held until the monitor exits, after `exit.json` (see
     /// [`Created::hold_mount_namespace`]).
@@ -140,6 +144,12 @@ struct Running {
     streams: [Stream; 2],
     /// The monitor's messages go to `monitor.log` while this lives.
     _log: DefaultGuard,
+}
+
+impl Running {
+    pub(super) fn pid(&self) -> Pid {
+        self.created.pid
+    }
 }
 
 /// Sends this process's `tracing` events to `file` (with times, without colours) while
@@ -164,24 +174,8 @@ fn start(
     detach(keep, blocked, c"corral-monitor")?;
     // Until the container exists, the monitor's messages (and the runtime's) go where
     // the launcher's go; the container's stderr is the container's.
-    let launcher_stderr = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(LauncherError::io("dup the launcher's stderr"))?;
-    let create_log = log_to(File::from(launcher_stderr));
-    // The container's stdio: /dev/null in, a pipe for each of stdout and stderr, all
-    // inherited by the init through fds 0-2 (the runtime closes everything above).
-    let (out_r, out_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for stdout"))?;
-    let (err_r, err_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for stderr"))?;
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(LauncherError::sys("open /dev/null"))?;
-    nix::unistd::dup2_stdin(&null).map_err(LauncherError::sys("dup /dev/null to stdin"))?;
-    nix::unistd::dup2_stdout(&out_w).map_err(LauncherError::sys("dup the stdout pipe"))?;
-    nix::unistd::dup2_stderr(&err_w).map_err(LauncherError::sys("dup the stderr pipe"))?;
-    drop((out_w, err_w));
-
+    let create_log = log_to_launcher()?;
+    let output = container_stdio()?;
     let store = Store::new(root);
     let opts = CreateOptions {
         id: req.id.clone(),
@@ -196,25 +190,68 @@ fn start(
     })?;
     // The logs are opened only now, so that a refused create leaves nothing behind
     // (and never touches the data of an existing container with the same id).
-    let (diag, sinks) = match open_logs(req) {
+    attach_logs(
+        &store,
+        created,
+        output,
+        (&req.data_dir, req.log_limit),
+        create_log,
+    )
+}
+
+/// Sends the monitor's messages (and the runtime's) to where the launcher's go, while
+/// the guard lives: the monitor's stderr becomes the container's.
+pub(super) fn log_to_launcher() -> Result<DefaultGuard, LauncherError> {
+    let launcher_stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(LauncherError::io("dup the launcher's stderr"))?;
+    Ok(log_to(File::from(launcher_stderr)))
+}
+
+/// The container's stdio: /dev/null in, a pipe for each of stdout and stderr, all
+/// inherited by the init through fds 0-2 (the runtime closes everything above), until
+/// [`attach_logs`]. Returns the pipes' read ends.
+pub(super) fn container_stdio() -> Result<[OwnedFd; 2], LauncherError> {
+    let (out_r, out_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for stdout"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LauncherError::sys("pipe for stderr"))?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(LauncherError::sys("open /dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(LauncherError::sys("dup /dev/null to stdin"))?;
+    nix::unistd::dup2_stdout(&out_w).map_err(LauncherError::sys("dup the stdout pipe"))?;
+    nix::unistd::dup2_stderr(&err_w).map_err(LauncherError::sys("dup the stderr pipe"))?;
+    Ok([out_r, err_r])
+}
+
+/// Opens the container's logs in `data_dir` and makes `monitor.log` the monitor's
+/// stdout and stderr (which lets go of the pipes' write ends: the container holds the
+/// only ones, and EOF means that every process that could write has gone); `until_now`
+/// is where its messages went so far. On failure the container is removed from `store`.
+pub(super) fn attach_logs(
+    store: &Store,
+    created: Created,
+    [out_r, err_r]: [OwnedFd; 2],
+    (data_dir, log_limit): (&Path, u64),
+    until_now: DefaultGuard,
+) -> Result<Running, LauncherError> {
+    let (diag, sinks) = match open_logs(data_dir, log_limit) {
         Ok(x) => x,
         Err(e) => {
-            abandon(&store, &created);
+            abandon(store, &created);
             return Err(e);
         }
     };
-    // The monitor's own messages go to monitor.log from now on, which also lets go of
-    // the pipes' write ends: the container holds the only ones, and EOF means that
-    // every process that could write has gone.
     let redirect = nix::unistd::dup2_stdout(&diag).and_then(|()| nix::unistd::dup2_stderr(&diag));
     if let Err(e) = redirect {
-        abandon(&store, &created);
+        abandon(store, &created);
         return Err(LauncherError::sys("dup monitor.log to stdout and stderr")(
             e,
         ));
     }
-    drop(create_log);
     let [stdout, stderr] = sinks;
+    drop(until_now);
     Ok(Running {
         _mount_ns: created.hold_mount_namespace(),
         created,
@@ -260,8 +297,7 @@ fn close_fds_except(keep: RawFd) -> Result<(), LauncherError> {
 }
 
 /// `(monitor.log, [stdout.log, stderr.log])` in the container's data directory.
-fn open_logs(req: &CreateRequest) -> Result<(File, [LogSink; 2]), LauncherError> {
-    let dir = &req.data_dir;
+fn open_logs(dir: &Path, log_limit: u64) -> Result<(File, [LogSink; 2]), LauncherError> {
     let ctx = |what: &str| LauncherError::io(format!("{what} {}", dir.display()));
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -276,10 +312,8 @@ fn open_logs(req: &CreateRequest) -> Result<(File, [LogSink; 2]), LauncherError>
         Err(e) => return Err(ctx("remove the stale exit.json in")(e)),
     }
     let diag = files::open_append(dir, MONITOR_LOG).map_err(ctx("open monitor.log in"))?;
-    let stdout =
-        LogSink::open(dir, STDOUT_LOG, req.log_limit).map_err(ctx("open stdout.log in"))?;
-    let stderr =
-        LogSink::open(dir, STDERR_LOG, req.log_limit).map_err(ctx("open stderr.log in"))?;
+    let stdout = LogSink::open(dir, STDOUT_LOG, log_limit).map_err(ctx("open stdout.log in"))?;
+    let stderr = LogSink::open(dir, STDERR_LOG, log_limit).map_err(ctx("open stderr.log in"))?;
     Ok((diag, [stdout, stderr]))
 }
 

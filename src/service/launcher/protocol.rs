@@ -16,7 +16,7 @@ use super::error::{ErrorKind, LauncherError};
 
 /// Bumped on any incompatible change; the client refuses a launcher that says otherwise
 /// (for example a binary replaced on disk while the service runs).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest packet either side sends or accepts.
 pub const MAX_PACKET: usize = 64 * 1024;
@@ -55,6 +55,29 @@ pub const SANDBOX_CONTROLLERS: &[&str] =
     &["cpu", "cpuacct", "memory", "pids", "devices", "freezer"];
 
 /// Execute the judged run whose `plan.json` is in `dir` (see `service::runs`).
+/// A container from an image, out of the launcher's warm containers of that image (see
+/// `launcher::warm`). The launcher answers `Created`, an error, or `NotWarm` when it
+/// holds no warm container for it (the service then creates one the usual way); either
+/// way it makes one ready for the next request of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub id: String,
+    /// The container's directory in the data dir: created empty by the service, to be
+    /// replaced by the warm container's (bundle, rootfs, logs).
+    pub data_dir: PathBuf,
+    #[serde(default = "default_log_limit")]
+    pub log_limit: u64,
+    /// The image's name and its rootfs directory (the overlay's lower layer).
+    pub image: String,
+    pub image_rootfs: PathBuf,
+    /// The size of the container's writable layer.
+    pub layer_bytes: u64,
+    /// The request: the container's process and limits.
+    pub params: crate::service::sandbox::Params,
+    /// How many warm containers of the image to keep ready.
+    pub warm: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequest {
     /// Absolute, inside the launcher's `--data`.
@@ -72,6 +95,7 @@ pub struct Request {
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Create(CreateRequest),
+    Claim(ClaimRequest),
     Run(RunRequest),
     Ping,
 }
@@ -107,6 +131,8 @@ pub enum Outcome {
     Pong,
     /// The run is done: its `result.json` is written.
     Ran,
+    /// No warm container for a [`ClaimRequest`].
+    NotWarm,
 }
 
 /// Error messages longer than this are cut (so that a reply always fits a packet).

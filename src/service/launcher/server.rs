@@ -23,6 +23,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::error::{ErrorKind, LauncherError};
+use super::pool::Pool;
 use super::protocol::{
     CreateRequest, MAX_PACKET, Message, Op, Outcome, PROTOCOL_VERSION, Request, RunRequest, decode,
     encode, recv_packet, send_packet,
@@ -55,6 +56,7 @@ pub fn run(root: &Path, data: &Path) -> Result<(), LauncherError> {
         .map_err(LauncherError::sys("signalfd for SIGCHLD"))?;
     let mut server = Server {
         run_root: crate::service::runs::container_root(&data),
+        pool: Pool::new(&root, &data),
         root,
         data,
         sock,
@@ -104,33 +106,56 @@ struct Server {
     blocked: SigSet,
     pending: Vec<Pending>,
     runners: Vec<Runner>,
+    /// Warm containers for creates from images.
+    pool: Pool,
+}
+
+/// What woke the launcher up (see [`Server::wait`]).
+#[derive(Default)]
+struct Ready {
+    from_service: bool,
+    child_exited: bool,
+    /// Indexes of readable report pipes.
+    reports: Vec<usize>,
+    /// Indexes of runners with something to say (or gone).
+    runners: Vec<usize>,
+    /// Indexes of warm monitors with something to say (or gone).
+    warm: Vec<usize>,
 }
 
 impl Server {
     fn serve(&mut self) -> Result<(), LauncherError> {
         let mut buf = vec![0u8; MAX_PACKET + 1];
         loop {
-            let Some((from_service, child_exited, reports, runners)) = self.wait()? else {
+            let Some(ready) = self.wait()? else {
                 continue;
             };
-            if child_exited {
+            if ready.child_exited {
                 self.reap();
             }
             // Back to front, as below.
-            for i in runners.into_iter().rev() {
+            for i in ready.warm.into_iter().rev() {
+                if let Some((seq, outcome)) = self.pool.on_ready(i, &mut buf) {
+                    self.reply(seq, outcome)?;
+                }
+            }
+            for i in ready.runners.into_iter().rev() {
                 self.on_runner(i, &mut buf)?;
             }
             // Back to front, so that removing one does not shift the others.
-            for i in reports.into_iter().rev() {
+            for i in ready.reports.into_iter().rev() {
                 if let Some(outcome) = read_report(&mut self.pending[i]) {
                     let p = self.pending.swap_remove(i);
                     self.reply(p.seq, outcome)?;
                 }
             }
-            if from_service {
+            if ready.from_service {
                 match recv_packet(self.sock.as_fd(), &mut buf) {
                     Ok(Some(n)) => self.on_request(&buf[..n])?,
-                    Ok(None) => return Ok(()),
+                    Ok(None) => {
+                        self.pool.close();
+                        return Ok(());
+                    }
                     Err(nix::Error::EMSGSIZE) => {
                         tracing::warn!("dropped a request larger than {MAX_PACKET} bytes");
                     }
@@ -140,11 +165,8 @@ impl Server {
         }
     }
 
-    /// Waits for work: `(request from the service, SIGCHLD, indexes of readable report
-    /// pipes, indexes of runners with something to say or gone)`; `None` when
-    /// interrupted.
-    #[allow(clippy::type_complexity)]
-    fn wait(&self) -> Result<Option<(bool, bool, Vec<usize>, Vec<usize>)>, LauncherError> {
+    /// Waits for work; `None` when interrupted.
+    fn wait(&self) -> Result<Option<Ready>, LauncherError> {
         let mut fds = vec![
             PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
@@ -161,6 +183,7 @@ impl Server {
                 .iter()
                 .map(|r| PollFd::new(r.sock.as_fd(), PollFlags::POLLIN)),
         );
+        fds.extend(self.pool.fds());
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::Error::EINTR) => return Ok(None),
@@ -170,12 +193,16 @@ impl Server {
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
-        let reports = (0..self.pending.len()).filter(|i| ready[i + 2]).collect();
-        let first = 2 + self.pending.len();
-        let runners = (0..self.runners.len())
-            .filter(|&i| ready[first + i])
-            .collect();
-        Ok(Some((ready[0], ready[1], reports, runners)))
+        let at = |first: usize, n: usize| (0..n).filter(|&i| ready[first + i]).collect();
+        let first_runner = 2 + self.pending.len();
+        let first_warm = first_runner + self.runners.len();
+        Ok(Some(Ready {
+            from_service: ready[0],
+            child_exited: ready[1],
+            reports: at(2, self.pending.len()),
+            runners: at(first_runner, self.runners.len()),
+            warm: at(first_warm, self.pool.len()),
+        }))
     }
 
     fn on_request(&mut self, bytes: &[u8]) -> Result<(), LauncherError> {
@@ -206,6 +233,23 @@ impl Server {
                     Err(e) => self.reply(req.seq, Outcome::error(&e)),
                 }
             }
+            Op::Claim(c) => match self.check_data_dir(&c.data_dir) {
+                Ok(()) if !c.image_rootfs.is_absolute() => self.reply(
+                    req.seq,
+                    Outcome::error(&LauncherError::bad_request(format!(
+                        "image rootfs {}: not an absolute path",
+                        c.image_rootfs.display()
+                    ))),
+                ),
+                Ok(()) => {
+                    if self.pool.claim(req.seq, &c, &self.blocked) {
+                        Ok(())
+                    } else {
+                        self.reply(req.seq, Outcome::NotWarm)
+                    }
+                }
+                Err(e) => self.reply(req.seq, Outcome::error(&e)),
+            },
             Op::Create(c) => {
                 let spawned = self
                     .check(&c)
@@ -321,14 +365,17 @@ impl Server {
                 c.bundle.display()
             )));
         }
-        let plain = c
-            .data_dir
+        self.check_data_dir(&c.data_dir)
+    }
+
+    fn check_data_dir(&self, dir: &Path) -> Result<(), LauncherError> {
+        let plain = dir
             .components()
             .all(|x| matches!(x, Component::RootDir | Component::Normal(_)));
-        if !plain || !c.data_dir.starts_with(&self.data) || c.data_dir == self.data {
+        if !plain || !dir.starts_with(&self.data) || dir == self.data {
             return Err(LauncherError::bad_request(format!(
                 "data dir {}: not a plain absolute path inside {}",
-                c.data_dir.display(),
+                dir.display(),
                 self.data.display()
             )));
         }

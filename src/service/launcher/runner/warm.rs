@@ -289,14 +289,11 @@ fn make(store: &Store, id: &str, key: &Loaded) -> Result<Warm, String> {
 }
 
 /// `(st_dev, st_ino, st_ctime, st_ctime_nsec)` of a directory.
-type RootfsId = (u64, u64, i64, i64);
+type RootfsId = crate::service::launcher::pool::DirId;
 
-/// The identity of the config's root filesystem: a new directory at the same path (an
-/// image deleted and uploaded again) differs, even should it get the same inode number.
+/// The identity of the config's root filesystem (see [`dir_id`](crate::service::launcher::pool::dir_id)).
 fn rootfs_id(spec: &Spec) -> Option<RootfsId> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(spec.root().as_ref()?.path()).ok()?;
-    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+    crate::service::launcher::pool::dir_id(spec.root().as_ref()?.path())
 }
 
 /// Makes the stdin memfd immutable: the program could reopen it for writing through
