@@ -116,7 +116,7 @@ async fn serve(
     );
     let state = AppState {
         cfg: cfg.clone(),
-        containers,
+        containers: containers.clone(),
         images,
         runs: runs.clone(),
         metrics,
@@ -135,6 +135,7 @@ async fn serve(
     crate::api::serve::serve(listener, router(state), opts, shutdown_signal())
         .await
         .context("serve HTTP")?;
+    containers.close().await;
     runs.close().await;
     tracing::info!("corral stopped; containers keep running");
     Ok(())

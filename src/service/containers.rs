@@ -35,6 +35,8 @@ pub struct Record {
 pub const RECORD_FILE: &str = "container.json";
 /// The containers' directories, under the data dir.
 pub const CONTAINERS_DIR: &str = "containers";
+/// Where deleted containers' directories wait for their removal, in the containers' dir.
+const TRASH_DIR: &str = ".trash";
 
 /// The request to create a container from an image.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -110,6 +112,8 @@ pub struct Containers {
     images: Arc<ImageStore>,
     metrics: Arc<Metrics>,
     dir: PathBuf,
+    /// Removals of deleted containers' directories, in the background.
+    removals: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl Containers {
@@ -120,14 +124,26 @@ impl Containers {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServiceError> {
         let dir = cfg.data.join(CONTAINERS_DIR);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ServiceError::io(format!("create {}", dir.display()), e))?;
+        let trash = dir.join(TRASH_DIR);
+        std::fs::create_dir_all(&trash)
+            .map_err(|e| ServiceError::io(format!("create {}", trash.display()), e))?;
+        // What a service that stopped abruptly had not finished removing.
+        for left in std::fs::read_dir(&trash).into_iter().flatten().flatten() {
+            let path = left.path();
+            let removed = ContainerRootfs::unmount(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|()| std::fs::remove_dir_all(&path).map_err(|e| e.to_string()));
+            if let Err(e) = removed {
+                tracing::warn!("remove {}: {e}", path.display());
+            }
+        }
         Ok(Containers {
             cfg,
             launcher,
             images,
             metrics,
             dir,
+            removals: Default::default(),
         })
     }
 
@@ -510,9 +526,11 @@ impl Containers {
     }
 
     pub async fn start(&self, id: &str) -> Result<ContainerView, ServiceError> {
-        self.view(id).await?;
+        let mut view = self.view(id).await?;
         self.launcher.start(id).await?;
-        self.view(id).await
+        // Its program runs now (a view reads "running" too until the exit is recorded).
+        view.status = "running".into();
+        Ok(view)
     }
 
     pub async fn kill(
@@ -546,7 +564,35 @@ impl Containers {
         while read_exit(&dir).is_none() && Instant::now() < deadline && view.status != "created" {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        remove_container_dir(dir).await
+        // The id is free once the directory has moved aside; its rootfs mounts and files
+        // are removed in the background.
+        let trash = self
+            .dir
+            .join(TRASH_DIR)
+            .join(format!("{id}.{}", uuid::Uuid::new_v4().simple()));
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => {
+                let mut removals = self.removals.lock().unwrap_or_else(|p| p.into_inner());
+                while removals.try_join_next().is_some() {}
+                removals.spawn(async move {
+                    if let Err(e) = remove_container_dir(trash).await {
+                        tracing::warn!("remove a deleted container's directory: {e}");
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!("move {} aside: {e}; removing it in place", dir.display());
+                remove_container_dir(dir).await
+            }
+        }
+    }
+
+    /// Waits for the removal of deleted containers' directories (for a graceful stop).
+    pub async fn close(&self) {
+        let mut removals =
+            std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
+        while removals.join_next().await.is_some() {}
     }
 
     /// Waits until the container has stopped (its exit recorded), at most `timeout`.
@@ -554,39 +600,49 @@ impl Containers {
         let deadline = Instant::now() + timeout;
         let dir = self.container_dir(id);
         let exit_file = dir.join(super::launcher::EXIT_FILE);
+        // The monitor renames exit.json into place: a watch on the directory wakes the
+        // wait at once. Without one (out of inotify watches), it polls.
+        let watch = ExitWatch::new(&dir)
+            .inspect_err(|e| tracing::debug!(container = id, "inotify: {e}; polling"))
+            .ok();
         let mut last_view = Instant::now() - Duration::from_secs(1);
         let mut pause = Duration::from_millis(1);
         let started = Instant::now();
         loop {
-            // The monitor's exit record is what a wait is for; checking that it exists is
-            // one stat, so poll it finely (short programs are the common case).
             if exit_file.exists() {
                 return self.view(id).await;
             }
-            if last_view.elapsed() >= Duration::from_millis(50) {
+            // Now and then, what the runtime says: a container whose monitor died has
+            // no exit record to wait for.
+            if last_view.elapsed() >= VIEW_EVERY {
                 last_view = Instant::now();
                 let view = self.view(id).await?;
                 if view.finished_at.is_some() {
                     return Ok(view);
                 }
                 if view.status == "stopped" && view.pid.is_none() {
-                    // Stopped without a monitor record (its monitor died): nothing to
-                    // wait for.
                     return Ok(view);
                 }
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(ServiceError::new(
                     ErrorKind::Conflict,
                     format!("container {id} still running after {}s", timeout.as_secs()),
                 )
                 .timeout());
             }
-            tokio::time::sleep(pause).await;
-            // Every millisecond for the first 100 (short programs are the common case),
-            // then less and less often.
-            if started.elapsed() >= Duration::from_millis(100) {
-                pause = (pause + Duration::from_millis(1)).min(Duration::from_millis(10));
+            let next_view = (last_view + VIEW_EVERY).saturating_duration_since(now);
+            match &watch {
+                Some(w) => w.changed(next_view.min(deadline - now)).await,
+                None => {
+                    tokio::time::sleep(pause).await;
+                    // Every millisecond for the first 100 (short programs are the
+                    // common case), then less and less often.
+                    if started.elapsed() >= Duration::from_millis(100) {
+                        pause = (pause + Duration::from_millis(1)).min(Duration::from_millis(10));
+                    }
+                }
             }
         }
     }
@@ -722,6 +778,78 @@ fn read_record(dir: &Path) -> Option<Record> {
 fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), ServiceError> {
     sandbox::write_config(bundle, spec)
         .map_err(|e| ServiceError::io(format!("write {}/config.json", bundle.display()), e))
+}
+
+/// How often a wait asks the runtime about the container, besides watching for its exit
+/// record.
+const VIEW_EVERY: Duration = Duration::from_millis(50);
+
+/// An inotify watch for files moved into a container's directory (the monitor's
+/// `exit.json`), or the directory's removal.
+struct ExitWatch {
+    fd: Option<tokio::io::unix::AsyncFd<InotifyFd>>,
+}
+
+impl Drop for ExitWatch {
+    /// Closing an inotify instance waits for an SRCU grace period (tens of
+    /// milliseconds): done on the blocking pool, not in the request's way.
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            let inotify = fd.into_inner();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(move || drop(inotify));
+            }
+        }
+    }
+}
+
+/// [`AsyncFd`](tokio::io::unix::AsyncFd) wants `AsRawFd`, which nix's `Inotify` lacks.
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl ExitWatch {
+    fn new(dir: &Path) -> std::io::Result<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            dir,
+            AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_ONLYDIR,
+        )?;
+        use tokio::io::{Interest, unix::AsyncFd};
+        // SAFETY: the fd is owned by the `Inotify` inside, which the `AsyncFd` owns (and
+        // drops after deregistering); nothing else closes or replaces it.
+        let fd = unsafe { AsyncFd::register_with_interest(InotifyFd(inotify), Interest::READABLE) };
+        Ok(ExitWatch {
+            fd: Some(fd.map_err(|e| e.into_parts().1)?),
+        })
+    }
+
+    /// Returns when something happened in the directory, or after `at_most`.
+    async fn changed(&self, at_most: Duration) {
+        let Some(fd) = &self.fd else { return };
+        let _ = tokio::time::timeout(at_most, async {
+            if let Ok(mut ready) = fd.readable().await {
+                // Drained: the caller looks at the directory itself.
+                while ready
+                    .get_inner()
+                    .0
+                    .read_events()
+                    .is_ok_and(|e| !e.is_empty())
+                {}
+                ready.clear_ready();
+            }
+        })
+        .await;
+    }
 }
 
 /// How the launcher makes a container.

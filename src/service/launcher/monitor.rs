@@ -109,12 +109,13 @@ fn run(root: &Path, req: &CreateRequest, report: OwnedFd, blocked: &SigSet) -> i
             pid: running.created.pid.as_raw(),
         },
     );
-    supervise(running, &req.id, &req.data_dir)
+    supervise(running, &req.id)
 }
 
 /// Carries the container's output to its logs until its init exits, then writes its
-/// `exit.json` in `data_dir`; returns the monitor's exit code.
-pub(super) fn supervise(mut running: Running, id: &str, data_dir: &Path) -> i32 {
+/// `exit.json` in its data dir; returns the monitor's exit code.
+pub(super) fn supervise(mut running: Running, id: &str) -> i32 {
+    let data_dir = running.data_dir();
     let exit = pump::run(&mut running.streams, &running.created);
     for s in &mut running.streams {
         if let Err(e) = s.sink.finish() {
@@ -124,7 +125,7 @@ pub(super) fn supervise(mut running: Running, id: &str, data_dir: &Path) -> i32 
             );
         }
     }
-    if let Err(e) = files::write_exit(data_dir, &exit) {
+    if let Err(e) = files::write_exit(&data_dir, &exit) {
         tracing::error!(
             "container {id}: write {}/{}: {e}",
             data_dir.display(),
@@ -144,11 +145,19 @@ pub(super) struct Running {
     streams: [Stream; 2],
     /// The monitor's messages go to `monitor.log` while this lives.
     _log: DefaultGuard,
+    /// The container's data dir (`O_PATH`): its records are written there wherever the
+    /// directory is by then (a deleted container's is moved aside before removal).
+    dir: OwnedFd,
 }
 
 impl Running {
     pub(super) fn pid(&self) -> Pid {
         self.created.pid
+    }
+
+    /// A path to the data dir that follows it: `/proc/self/fd/<dir>`.
+    fn data_dir(&self) -> std::path::PathBuf {
+        format!("/proc/self/fd/{}", self.dir.as_raw_fd()).into()
     }
 }
 
@@ -236,7 +245,23 @@ pub(super) fn attach_logs(
     (data_dir, log_limit): (&Path, u64),
     until_now: DefaultGuard,
 ) -> Result<Running, LauncherError> {
-    let (diag, sinks) = match open_logs(data_dir, log_limit) {
+    let opened = create_dir(data_dir).and_then(|()| {
+        nix::fcntl::open(
+            data_dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(LauncherError::sys(format!("open {}", data_dir.display())))
+    });
+    let dir = match opened {
+        Ok(d) => d,
+        Err(e) => {
+            abandon(store, &created);
+            return Err(e);
+        }
+    };
+    let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    let (diag, sinks) = match open_logs(Path::new(&path), data_dir, log_limit) {
         Ok(x) => x,
         Err(e) => {
             abandon(store, &created);
@@ -257,6 +282,7 @@ pub(super) fn attach_logs(
         created,
         streams: [Stream::new(out_r, stdout), Stream::new(err_r, stderr)],
         _log: log_to(diag),
+        dir,
     })
 }
 
@@ -296,14 +322,23 @@ fn close_fds_except(keep: RawFd) -> Result<(), LauncherError> {
     Ok(())
 }
 
-/// `(monitor.log, [stdout.log, stderr.log])` in the container's data directory.
-fn open_logs(dir: &Path, log_limit: u64) -> Result<(File, [LogSink; 2]), LauncherError> {
-    let ctx = |what: &str| LauncherError::io(format!("{what} {}", dir.display()));
+/// Creates the container's data directory (0700) if it is not there yet.
+fn create_dir(dir: &Path) -> Result<(), LauncherError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(ctx("create"))?;
+        .map_err(LauncherError::io(format!("create {}", dir.display())))
+}
+
+/// `(monitor.log, [stdout.log, stderr.log])` in the container's data directory `dir`
+/// (named `shown` in errors).
+fn open_logs(
+    dir: &Path,
+    shown: &Path,
+    log_limit: u64,
+) -> Result<(File, [LogSink; 2]), LauncherError> {
+    let ctx = |what: &str| LauncherError::io(format!("{what} {}", shown.display()));
     // An exit record left by an earlier container of this id would describe this one
     // as finished. (Its logs are appended to; the service may clear the dir first.)
     match std::fs::remove_file(dir.join(files::EXIT_FILE)) {

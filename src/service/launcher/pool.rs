@@ -399,7 +399,7 @@ fn life(root: &Path, data: &Path, wid: &str, t: &Template, sock: OwnedFd, blocke
                 pid: running.pid().as_raw(),
             });
             drop(sock);
-            monitor::supervise(running, &claim.id, &claim.data_dir)
+            monitor::supervise(running, &claim.id)
         }
         Err(e) => {
             tell(&Outcome::error(&e));
