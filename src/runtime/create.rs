@@ -96,28 +96,19 @@ impl Created {
     /// saves it). A failure on the process itself (no such program or cwd) is
     /// [`Error::InitConfig`]; the init has exited then.
     pub fn give_process(&mut self, late: &sync::LateProcess) -> Result<()> {
-        let id = self.record.id.clone();
-        let init_error = |reason: String| Error::Init {
-            id: id.clone(),
-            reason,
-        };
-        let channel = self
-            .sync
-            .take()
-            .ok_or_else(|| init_error("it was not created to wait for its process".into()))?;
+        self.send_process(late)?;
+        self.process_taken()
+    }
+
+    /// The first half of [`Created::give_process`]: sends the process, without waiting
+    /// for the init to take it on (the caller may do other work meanwhile, then calls
+    /// [`Created::process_taken`]).
+    pub fn send_process(&mut self, late: &sync::LateProcess) -> Result<()> {
+        let channel = self.sync.as_ref().ok_or_else(|| Error::Init {
+            id: self.record.id.clone(),
+            reason: "it was not created to wait for its process".into(),
+        })?;
         channel.send(&Message::Process(late.clone()))?;
-        match channel.recv()? {
-            Some(Message::Ready) => {}
-            Some(Message::Error(reason)) => return Err(init_error(reason)),
-            Some(Message::ConfigError(reason)) => {
-                return Err(Error::InitConfig {
-                    id: id.clone(),
-                    reason,
-                });
-            }
-            Some(other) => return Err(init_error(format!("unexpected message {other:?}"))),
-            None => return Err(init_error("exited while taking its process".into())),
-        }
         if let Some(p) = self.record.process.as_mut() {
             let user = p
                 .user()
@@ -134,6 +125,29 @@ impl Created {
                 .set_user(user);
         }
         Ok(())
+    }
+
+    /// The second half of [`Created::give_process`]: waits for the init's answer.
+    pub fn process_taken(&mut self) -> Result<()> {
+        let id = self.record.id.clone();
+        let init_error = |reason: String| Error::Init {
+            id: id.clone(),
+            reason,
+        };
+        let channel = self
+            .sync
+            .take()
+            .ok_or_else(|| init_error("it was not created to wait for its process".into()))?;
+        match channel.recv()? {
+            Some(Message::Ready) => Ok(()),
+            Some(Message::Error(reason)) => Err(init_error(reason)),
+            Some(Message::ConfigError(reason)) => Err(Error::InitConfig {
+                id: id.clone(),
+                reason,
+            }),
+            Some(other) => Err(init_error(format!("unexpected message {other:?}"))),
+            None => Err(init_error("exited while taking its process".into())),
+        }
     }
 }
 

@@ -65,6 +65,12 @@ pub fn list(store: &Store) -> Result<Vec<StateView>> {
 
 /// `start`: releases the init waiting on the exec fifo, then runs poststart hooks.
 pub fn start(store: &Store, id: &str) -> Result<()> {
+    started(store, id).map(drop)
+}
+
+/// [`start`], returning the container's record (its pid and bundle, for an answer that
+/// needs no second read of the state).
+pub fn started(store: &Store, id: &str) -> Result<Record> {
     id::validate(id)?;
     let lock = store.lock(id)?;
     let rec = store.load(id)?;
@@ -80,7 +86,8 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
             ));
         }
     }
-    start_created(&lock, &rec)
+    start_created(&lock, &rec)?;
+    Ok(rec)
 }
 
 /// The second half of [`start`], for a caller that holds the container's lock and

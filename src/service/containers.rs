@@ -295,13 +295,13 @@ impl Containers {
                 warm: self.cfg.limits.warm_containers,
             };
             let how = Launch::Claim(claim);
-            if self
+            if let Some(view) = self
                 .launch(&id, &dir, how, Some(req.image.clone()), owner, &mut undo)
                 .await?
             {
                 undo.disarm();
                 self.metrics.count_created("warm");
-                return self.view(&id).await;
+                return Ok(view);
             }
             undo.rootfs = false;
         }
@@ -319,11 +319,12 @@ impl Containers {
         let bundle = dir.join("bundle");
         write_bundle(&bundle, &spec)?;
         let how = Launch::Create(self.create_request(&id, &dir, &bundle, true));
-        self.launch(&id, &dir, how, Some(req.image.clone()), owner, &mut undo)
+        let view = self
+            .launch(&id, &dir, how, Some(req.image.clone()), owner, &mut undo)
             .await?;
         undo.disarm();
         self.metrics.count_created("image");
-        self.view(&id).await
+        view.ok_or_else(|| ServiceError::internal("the launcher made no container"))
     }
 
     /// Creates a container from an uploaded bundle (a tar of `config.json` + `rootfs/`),
@@ -389,10 +390,10 @@ impl Containers {
         }
         write_bundle(&bundle, &spec)?;
         let how = Launch::Create(self.create_request(&id, &dir, &bundle, false));
-        self.launch(&id, &dir, how, None, owner, &mut undo).await?;
+        let view = self.launch(&id, &dir, how, None, owner, &mut undo).await?;
         undo.disarm();
         self.metrics.count_created("bundle");
-        self.view(&id).await
+        view.ok_or_else(|| ServiceError::internal("the launcher made no container"))
     }
 
     /// The launcher's request to create container `id` from `bundle`; `sandbox` for a
@@ -408,8 +409,9 @@ impl Containers {
         }
     }
 
-    /// Has the launcher create the container, within `create_timeout_secs`; `false` if
-    /// it had no warm container for a [`Launch::Claim`] (nothing was made). A create
+    /// Has the launcher create the container, within `create_timeout_secs`; returns its
+    /// view, or `None` if the launcher had no warm container for a [`Launch::Claim`]
+    /// (nothing was made). A create
     /// that does not finish in time fails with [`ErrorKind::Timeout`]; it may still
     /// finish later, so the container is removed in the background once it has settled
     /// (its directory, and so its id, stays taken until then).
@@ -421,7 +423,7 @@ impl Containers {
         image: Option<String>,
         owner: &str,
         undo: &mut UndoDir,
-    ) -> Result<bool, ServiceError> {
+    ) -> Result<Option<ContainerView>, ServiceError> {
         let secs = self.cfg.limits.create_timeout_secs;
         let launcher = self.launcher.clone();
         // A task of its own, so that the create's outcome is still seen after a timeout.
@@ -431,13 +433,14 @@ impl Containers {
                 Launch::Claim(req) => launcher.claim(req).await,
             }
         });
-        match tokio::time::timeout(Duration::from_secs(secs), &mut create).await {
+        let pid = match tokio::time::timeout(Duration::from_secs(secs), &mut create).await {
             Ok(joined) => {
                 let pid = joined
                     .map_err(|e| ServiceError::internal(format!("create {id}: {e}")))?
                     .map_err(ServiceError::from)?;
-                if pid.is_none() {
-                    return Ok(false);
+                match pid {
+                    Some(pid) => pid,
+                    None => return Ok(None),
                 }
             }
             Err(_) => {
@@ -455,7 +458,7 @@ impl Containers {
                     ),
                 ));
             }
-        }
+        };
         let record = Record {
             id: id.to_string(),
             created: now_rfc3339(),
@@ -467,20 +470,36 @@ impl Containers {
         let path = dir.join(RECORD_FILE);
         write_atomic(&path, &data, 0o600)
             .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))?;
-        Ok(true)
+        // What a view would read now: just created, its init waiting for start.
+        Ok(Some(ContainerView {
+            id: id.to_string(),
+            status: "created".into(),
+            pid: Some(pid),
+            bundle: dir.join("bundle").to_string_lossy().into_owned(),
+            created: record.created,
+            image: record.image,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            finished_at: None,
+            oci_version: crate::runtime::OCI_VERSION.into(),
+        }))
     }
 
     /// The container's view, or NotFound.
     pub async fn view(&self, id: &str) -> Result<ContainerView, ServiceError> {
-        crate::runtime::id::validate(id)
-            .map_err(|e| ServiceError::new(ErrorKind::InvalidId, e.to_string()))?;
+        let record = self.record(id)?;
         let dir = self.container_dir(id);
-        let record = read_record(&dir).ok_or_else(|| ServiceError::not_found(id))?;
         let exit = read_exit(&dir);
-        let state = match self.launcher.state(id).await {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
+        // An exit record is written once the init is gone: the container has stopped,
+        // whatever else the runtime's state still says.
+        let state = match exit {
+            Some(_) => None,
+            None => match self.launcher.state(id).await {
+                Ok(s) => Some(s),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            },
         };
         let (status, pid, bundle) = match &state {
             Some(s) => (s.oci.status.clone(), s.oci.pid, s.oci.bundle.clone()),
@@ -526,11 +545,31 @@ impl Containers {
     }
 
     pub async fn start(&self, id: &str) -> Result<ContainerView, ServiceError> {
-        let mut view = self.view(id).await?;
-        self.launcher.start(id).await?;
+        let record = self.record(id)?;
+        // The runtime refuses what cannot be started (409), and says when there is no
+        // such container in it (a container whose state is gone has stopped).
+        let rec = self.launcher.start(id).await?;
         // Its program runs now (a view reads "running" too until the exit is recorded).
-        view.status = "running".into();
-        Ok(view)
+        Ok(ContainerView {
+            id: id.to_string(),
+            status: "running".into(),
+            pid: Some(rec.pid),
+            bundle: rec.bundle.to_string_lossy().into_owned(),
+            created: record.created,
+            image: record.image,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            finished_at: None,
+            oci_version: crate::runtime::OCI_VERSION.into(),
+        })
+    }
+
+    /// The service's record of container `id`, or NotFound (InvalidId for a bad id).
+    fn record(&self, id: &str) -> Result<Record, ServiceError> {
+        crate::runtime::id::validate(id)
+            .map_err(|e| ServiceError::new(ErrorKind::InvalidId, e.to_string()))?;
+        read_record(&self.container_dir(id)).ok_or_else(|| ServiceError::not_found(id))
     }
 
     pub async fn kill(
@@ -600,6 +639,9 @@ impl Containers {
         let deadline = Instant::now() + timeout;
         let dir = self.container_dir(id);
         let exit_file = dir.join(super::launcher::EXIT_FILE);
+        if exit_file.exists() {
+            return self.view(id).await;
+        }
         // The monitor renames exit.json into place: a watch on the directory wakes the
         // wait at once. Without one (out of inotify watches), it polls.
         let watch = ExitWatch::new(&dir)

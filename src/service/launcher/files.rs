@@ -57,6 +57,21 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     crate::runtime::atomic::write_atomic(&dir.join(name), data, 0o600)
 }
 
+/// Creates the (empty) temp file that [`write_exit`] writes and renames, ahead of the
+/// exit: a new inode on the exit's path would cost ext4 a search for one not recently
+/// freed.
+pub fn prepare_exit(dir: &Path) -> std::io::Result<()> {
+    let tmp = crate::runtime::atomic::temp_path(&dir.join(EXIT_FILE));
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)
+        .map(drop)
+}
+
 pub fn write_exit(dir: &Path, rec: &ExitRecord) -> std::io::Result<()> {
     let data = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
     write_atomic(dir, EXIT_FILE, &data)

@@ -234,46 +234,73 @@ pub(super) fn container_stdio() -> Result<[OwnedFd; 2], LauncherError> {
     Ok([out_r, err_r])
 }
 
-/// Opens the container's logs in `data_dir` and makes `monitor.log` the monitor's
-/// stdout and stderr (which lets go of the pipes' write ends: the container holds the
-/// only ones, and EOF means that every process that could write has gone); `until_now`
-/// is where its messages went so far. On failure the container is removed from `store`.
+/// Opens the container's logs in `data_dir` (see [`Logs::open`]) and hands its output
+/// to them (see [`into_running`]). On failure the container is removed from `store`.
 pub(super) fn attach_logs(
     store: &Store,
     created: Created,
-    [out_r, err_r]: [OwnedFd; 2],
+    output: [OwnedFd; 2],
     (data_dir, log_limit): (&Path, u64),
     until_now: DefaultGuard,
 ) -> Result<Running, LauncherError> {
-    let opened = create_dir(data_dir).and_then(|()| {
-        nix::fcntl::open(
+    let logs = match Logs::open(data_dir, log_limit) {
+        Ok(l) => l,
+        Err(e) => {
+            abandon(store, &created);
+            return Err(e);
+        }
+    };
+    into_running(created, output, logs, until_now).map_err(|(created, e)| {
+        abandon(store, &created);
+        e
+    })
+}
+
+/// A container's data dir and its logs, open.
+pub(super) struct Logs {
+    /// The directory (`O_PATH`): the logs and records are reached through it, so they
+    /// follow it wherever it moves.
+    dir: OwnedFd,
+    diag: File,
+    sinks: [LogSink; 2],
+}
+
+impl Logs {
+    /// Creates `data_dir` if it is not there and opens its logs.
+    pub(super) fn open(data_dir: &Path, log_limit: u64) -> Result<Logs, LauncherError> {
+        create_dir(data_dir)?;
+        let dir = nix::fcntl::open(
             data_dir,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(LauncherError::sys(format!("open {}", data_dir.display())))
-    });
-    let dir = match opened {
-        Ok(d) => d,
-        Err(e) => {
-            abandon(store, &created);
-            return Err(e);
-        }
-    };
-    let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    let (diag, sinks) = match open_logs(Path::new(&path), data_dir, log_limit) {
-        Ok(x) => x,
-        Err(e) => {
-            abandon(store, &created);
-            return Err(e);
-        }
-    };
+        .map_err(LauncherError::sys(format!("open {}", data_dir.display())))?;
+        let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        let (diag, sinks) = open_logs(Path::new(&path), data_dir, log_limit)?;
+        files::prepare_exit(Path::new(&path)).map_err(LauncherError::io(format!(
+            "create the exit record's temp file in {}",
+            data_dir.display()
+        )))?;
+        Ok(Logs { dir, diag, sinks })
+    }
+}
+
+/// Makes `monitor.log` the monitor's stdout and stderr, which also lets go of the
+/// pipes' write ends (the container holds the only ones, and EOF means that every
+/// process that could write has gone), and hands the container's `output` to its logs;
+/// `until_now` is where the monitor's messages went so far. On failure, gives the
+/// container back with the error.
+pub(super) fn into_running(
+    created: Created,
+    [out_r, err_r]: [OwnedFd; 2],
+    logs: Logs,
+    until_now: DefaultGuard,
+) -> Result<Running, (Created, LauncherError)> {
+    let Logs { dir, diag, sinks } = logs;
     let redirect = nix::unistd::dup2_stdout(&diag).and_then(|()| nix::unistd::dup2_stderr(&diag));
     if let Err(e) = redirect {
-        abandon(store, &created);
-        return Err(LauncherError::sys("dup monitor.log to stdout and stderr")(
-            e,
-        ));
+        let e = LauncherError::sys("dup monitor.log to stdout and stderr")(e);
+        return Err((created, e));
     }
     let [stdout, stderr] = sinks;
     drop(until_now);

@@ -14,13 +14,14 @@ use super::client::Launcher;
 use super::error::LauncherError;
 use crate::runtime::linux::cgroups::CgroupStats;
 use crate::runtime::ops::{self, StateView};
-use crate::runtime::state::Store;
+use crate::runtime::state::{Record, Store};
 
 impl Launcher {
-    /// `start`: releases the created container's init; returns once its program runs.
-    pub async fn start(&self, id: &str) -> Result<(), LauncherError> {
+    /// `start`: releases the created container's init; returns once its program runs,
+    /// with the container's runtime record.
+    pub async fn start(&self, id: &str) -> Result<Record, LauncherError> {
         let id = id.to_string();
-        self.blocking("start", move |s| ops::start(s, &id)).await
+        self.blocking("start", move |s| ops::started(s, &id)).await
     }
 
     /// `kill`: `sig` to the init, or with `all` to every process of the container.

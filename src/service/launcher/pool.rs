@@ -123,6 +123,8 @@ struct Template {
     image: String,
     image_rootfs: PathBuf,
     layer_bytes: u64,
+    /// The cap of each log (its logs are opened when it is made).
+    log_limit: u64,
     params: sandbox::Params,
 }
 
@@ -132,6 +134,7 @@ impl Template {
             image: c.image.clone(),
             image_rootfs: c.image_rootfs.clone(),
             layer_bytes: c.layer_bytes,
+            log_limit: c.log_limit,
             params: c.params.clone(),
         }
     }
@@ -140,6 +143,7 @@ impl Template {
         self.image == c.image
             && self.image_rootfs == c.image_rootfs
             && self.layer_bytes == c.layer_bytes
+            && self.log_limit == c.log_limit
     }
 }
 
@@ -393,18 +397,19 @@ fn life(root: &Path, data: &Path, wid: &str, t: &Template, sock: OwnedFd, blocke
         discard_own(root, &dir, &warm.created);
         return 0;
     };
-    match take(root, &dir, warm, &claim) {
-        Ok(running) => {
-            tell(&Outcome::Created {
-                pid: running.pid().as_raw(),
-            });
-            drop(sock);
-            monitor::supervise(running, &claim.id)
-        }
-        Err(e) => {
-            tell(&Outcome::error(&e));
-            0
-        }
+    let taken = take(root, &dir, warm, &claim);
+    match &taken {
+        Ok(running) => tell(&Outcome::Created {
+            pid: running.pid().as_raw(),
+        }),
+        Err(e) => tell(&Outcome::error(e)),
+    }
+    drop(sock);
+    // The empty directory the service had made for the container, swapped out.
+    let _ = std::fs::remove_dir(&dir);
+    match taken {
+        Ok(running) => monitor::supervise(running, &claim.id),
+        Err(_) => 0,
     }
 }
 
@@ -416,6 +421,8 @@ struct Warm {
     /// The monitor's messages go where the launcher's go until the container is
     /// claimed (its stderr is the container's).
     log: tracing::subscriber::DefaultGuard,
+    /// Its logs, open in its data dir (they move with it).
+    logs: monitor::Logs,
 }
 
 /// Mounts the rootfs in `dir`, writes the bundle and creates the container, its init
@@ -452,26 +459,38 @@ fn make(
         {
             cpu.set_shares(Some(WARM_SHARES));
         }
+        // The config is handed to the runtime, not written: the bundle gets the
+        // request's at claim (a new file: replacing one costs ext4 a flush).
         let bundle = dir.join("bundle");
-        sandbox::write_config(&bundle, &spec)
-            .map_err(LauncherError::io(format!("write {}", bundle.display())))?;
+        std::fs::create_dir(&bundle)
+            .map_err(LauncherError::io(format!("create {}", bundle.display())))?;
         let opts = CreateOptions {
             id: wid.to_string(),
-            bundle,
+            bundle: bundle.clone(),
             cgroup_controllers: Some(SANDBOX_CONTROLLERS),
             late_process: true,
+            loaded: Some(std::sync::Arc::new((bundle, spec))),
             ..CreateOptions::default()
         };
-        create_with(&store(root), &opts, None).map_err(|e| LauncherError::Refused {
-            kind: kind_of(&e),
-            message: e.to_string(),
-        })
+        let created =
+            create_with(&store(root), &opts, None).map_err(|e| LauncherError::Refused {
+                kind: kind_of(&e),
+                message: e.to_string(),
+            })?;
+        match monitor::Logs::open(dir, t.log_limit) {
+            Ok(logs) => Ok((created, logs)),
+            Err(e) => {
+                discard_own(root, dir, &created);
+                Err(e)
+            }
+        }
     })();
     match made {
-        Ok(created) => Ok(Warm {
+        Ok((created, logs)) => Ok(Warm {
             created,
             output,
             log,
+            logs,
         }),
         Err(e) => {
             remove_data_dir(dir);
@@ -527,28 +546,30 @@ fn take(
         mut created,
         output,
         log,
+        logs,
     } = warm;
     let bundle = c.data_dir.join("bundle");
     let spec = c
         .params
         .spec(&c.id, &c.data_dir.join("rootfs"))
         .map_err(LauncherError::Setup);
-    let prepared = spec.and_then(|spec| {
-        prepare(&mut created, &spec, c)?;
+    // The init takes its process on (identity, program lookup) while this monitor gives
+    // the container its limits, its directory and its id.
+    let sent = spec.and_then(|spec| {
+        send_process(&mut created, &spec, c)?;
+        set_limits(&created, &spec)?;
         Ok(spec)
     });
-    let spec = match prepared {
+    let spec = match sent {
         Ok(s) => s,
         Err(e) => {
             discard_own(root, dir, &created);
             return Err(e);
         }
     };
-    // The container's directory moves onto the request's (the empty directory the
-    // service made for it), then its state onto its id.
-    if let Err(e) = std::fs::rename(dir, &c.data_dir) {
+    if let Err(e) = exchange(dir, &c.data_dir) {
         discard_own(root, dir, &created);
-        return Err(LauncherError::io(format!(
+        return Err(LauncherError::sys(format!(
             "move {} to {}",
             dir.display(),
             c.data_dir.display()
@@ -573,23 +594,29 @@ fn take(
     rec.bundle = bundle.clone();
     rec.rootfs = c.data_dir.join("rootfs");
     rec.created = now_rfc3339();
-    let saved = main
-        .lock(&c.id)
-        .and_then(|lock| main.save(&lock, rec))
-        .map_err(|e| LauncherError::Setup(e.to_string()))
+    let done = save_state(&main, rec)
         .and_then(|()| {
             sandbox::write_config(&bundle, &spec)
                 .map_err(LauncherError::io(format!("write {}", bundle.display())))
+        })
+        .and_then(|()| {
+            created.process_taken().map_err(|e| LauncherError::Refused {
+                kind: kind_of(&e),
+                message: e.to_string(),
+            })
         });
-    if let Err(e) = saved {
+    if let Err(e) = done {
         abandon(&main, &created);
         return Err(e);
     }
-    monitor::attach_logs(&main, created, output, (&c.data_dir, c.log_limit), log)
+    monitor::into_running(created, output, logs, log).map_err(|(created, e)| {
+        abandon(&main, &created);
+        e
+    })
 }
 
-/// Gives the init its process and writes the request's limits to the cgroup.
-fn prepare(
+/// Sends the request's process to the init, back at the usual priority.
+fn send_process(
     created: &mut Created,
     spec: &oci_spec::runtime::Spec,
     c: &ClaimRequest,
@@ -608,11 +635,12 @@ fn prepare(
     set_nice(0, 0);
     set_nice(created.pid.as_raw(), 0);
     created
-        .give_process(&late)
-        .map_err(|e| LauncherError::Refused {
-            kind: kind_of(&e),
-            message: e.to_string(),
-        })?;
+        .send_process(&late)
+        .map_err(|e| LauncherError::Setup(format!("give the init its process: {e}")))
+}
+
+/// Writes the request's limits to the container's cgroup, and its CPU share back.
+fn set_limits(created: &Created, spec: &oci_spec::runtime::Spec) -> Result<(), LauncherError> {
     let rec = &created.record;
     let path = CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)
         .map_err(|e| LauncherError::Setup(e.to_string()))?;
@@ -626,6 +654,36 @@ fn prepare(
         cg.apply(resources).map_err(|e| limits(&e))?;
     }
     Ok(())
+}
+
+/// Writes the claimed container's record under its id. The old record goes first: a
+/// rename over an existing file costs ext4 a flush, and no one knows this id yet.
+fn save_state(main: &Store, rec: &crate::runtime::state::Record) -> Result<(), LauncherError> {
+    let lock = main
+        .lock(&rec.id)
+        .map_err(|e| LauncherError::Setup(e.to_string()))?;
+    let path = main.dir(&rec.id).join(crate::runtime::state::STATE_FILE);
+    std::fs::remove_file(&path).map_err(LauncherError::io(format!("remove {}", path.display())))?;
+    main.save(&lock, rec)
+        .map_err(|e| LauncherError::Setup(e.to_string()))
+}
+
+/// Swaps the warm container's directory with the (empty) one the service made for the
+/// request: its removal waits until after the answer. Without one, a plain rename.
+fn exchange(warm: &Path, request: &Path) -> nix::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(
+        AT_FDCWD,
+        warm,
+        AT_FDCWD,
+        request,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Err(nix::Error::ENOENT) => {
+            renameat2(AT_FDCWD, warm, AT_FDCWD, request, RenameFlags::empty())
+        }
+        other => other,
+    }
 }
 
 /// Gives a claimed container's cgroup the default CPU share back (see [`WARM_SHARES`]).
