@@ -31,14 +31,21 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         ));
     }
     let tmp = temp_path(path);
+    // The temp file may exist, empty, made ahead (see the service's warm containers) or
+    // left by a crash: truncated only if it holds something. Truncating an existing
+    // file to 0 (O_TRUNC) makes ext4 flush it when closed (auto_da_alloc).
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(data))
+        .and_then(|mut f| {
+            if f.metadata()?.len() > 0 {
+                f.set_len(0)?;
+            }
+            f.write_all(data)
+        })
         .and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

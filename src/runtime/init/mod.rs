@@ -88,6 +88,14 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
         let _ = writeln!(std::io::stderr(), "corral: {msg}");
         exit_now(code)
     };
+    // The runtime's dispositions must not reach the program: Rust ignores SIGPIPE, and
+    // ignored signals survive execve (handled signals reset themselves at exec). Reset
+    // before the wait, off `start`'s path, unless startContainer hooks run after it (a
+    // hook is fed its state through a pipe: SIGPIPE stays ignored for that).
+    let reset_early = ctx.start_container_hooks.is_empty();
+    if reset_early {
+        reset_signals();
+    }
     if let Some(fifo) = &ctx.fifo
         && let Err(e) = wait_for_start(fifo)
     {
@@ -125,9 +133,9 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     {
         fail(&format!("install seccomp filter: {e}"), 1);
     }
-    // The runtime's dispositions must not reach the program: Rust ignores SIGPIPE, and
-    // ignored signals survive execve. Handled signals reset themselves at exec.
-    reset_signals();
+    if !reset_early {
+        reset_signals();
+    }
     let e = match plan.reaper_status_fd {
         // The program is pid 2, without the reaper's status fd.
         Some(status_fd) => match exec::spawn(program, &process.args, &process.env, status_fd) {

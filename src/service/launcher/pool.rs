@@ -477,7 +477,11 @@ fn make(
                 kind: kind_of(&e),
                 message: e.to_string(),
             })?;
-        match monitor::Logs::open(dir, t.log_limit) {
+        let opened = monitor::Logs::open(dir, t.log_limit).and_then(|logs| {
+            make_temp_files(&store(root).dir(wid), dir)?;
+            Ok(logs)
+        });
+        match opened {
             Ok(logs) => Ok((created, logs)),
             Err(e) => {
                 discard_own(root, dir, &created);
@@ -497,6 +501,29 @@ fn make(
             Err(e)
         }
     }
+}
+
+/// Creates, empty, the temp files through which the claim writes the container's
+/// records (state.json, config.json, the service's container.json): on ext4 a new inode
+/// on the request's path costs a search for one not recently freed.
+fn make_temp_files(state_dir: &Path, dir: &Path) -> Result<(), LauncherError> {
+    use crate::runtime::atomic::temp_path;
+    let files = [
+        temp_path(&state_dir.join(crate::runtime::state::STATE_FILE)),
+        temp_path(&dir.join("bundle").join("config.json")),
+        temp_path(&dir.join(crate::service::containers::RECORD_FILE)),
+    ];
+    for f in files {
+        use std::os::unix::fs::OpenOptionsExt;
+        // The mode the records are written with.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&f)
+            .map_err(LauncherError::io(format!("create {}", f.display())))?;
+    }
+    Ok(())
 }
 
 /// Waits for the launcher's claim: `None` if its socket closes (the launcher drops this
@@ -650,8 +677,14 @@ fn set_limits(created: &Created, spec: &oci_spec::runtime::Spec) -> Result<(), L
         LauncherError::Setup(format!("set the container's limits: {e}"))
     };
     default_cpu_weight(&cg).map_err(|e| limits(&e))?;
-    if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        cg.apply(resources).map_err(|e| limits(&e))?;
+    // Only what a request sets: the device rules are the warm container's already.
+    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        let mut request = oci_spec::runtime::LinuxResources::default();
+        request
+            .set_memory(r.memory().clone())
+            .set_pids(r.pids().clone())
+            .set_cpu(r.cpu().clone());
+        cg.apply(&request).map_err(|e| limits(&e))?;
     }
     Ok(())
 }
