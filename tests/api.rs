@@ -9,7 +9,56 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::server::{ADMIN, Server, USER, answer, call, client};
+use common::server::{ADMIN, Server, USER, answer, call, client, upload_image};
+
+/// The containers' directories in the service's data dir (its own dot-directories of
+/// warm containers and of removals in progress left out).
+fn containers_in(s: &Server) -> Vec<String> {
+    std::fs::read_dir(s.data().join("containers"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// The cgroup path the runtime recorded for container `id` (`/corral/...`).
+fn cgroup_of(s: &Server, id: &str) -> String {
+    let state = std::fs::read(s.dir.path().join("run").join(id).join("state.json")).unwrap();
+    let v: Value = serde_json::from_slice(&state).unwrap();
+    v["cgroupPath"].as_str().unwrap().to_string()
+}
+
+async fn metrics(s: &Server) -> String {
+    let resp = client()
+        .get(s.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.unwrap()
+}
+
+/// The value of the metric line `name` (`0` when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (up to 20 s) until the service holds a warm container.
+async fn until_warm(s: &Server) {
+    until_warm_n(s, 1).await
+}
+
+/// Waits (up to 20 s) until the service holds `n` warm containers.
+async fn until_warm_n(s: &Server, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&metrics(s).await, "corral_containers_warm") < f64::from(n) {
+        assert!(Instant::now() < deadline, "no warm container was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 fn problem_type(v: &Value) -> &str {
     v["type"].as_str().unwrap_or("")
@@ -142,6 +191,8 @@ async fn lifecycle_from_image() {
     .await;
     assert_eq!(st, 200);
     assert_eq!(v.as_array().unwrap().len(), 1);
+    let cgroup = format!("/sys/fs/cgroup/memory{}", cgroup_of(&s, "life1"));
+    assert!(Path::new(&cgroup).exists(), "{cgroup}");
     let (st, _) = call(
         reqwest::Method::DELETE,
         &s.url("/v1/containers/life1"),
@@ -165,10 +216,185 @@ async fn lifecycle_from_image() {
         !s.data().join("containers/life1").exists(),
         "container directory left behind"
     );
-    assert!(
-        !Path::new("/sys/fs/cgroup/memory/corral/life1").exists(),
-        "cgroup left behind"
+    assert!(!Path::new(&cgroup).exists(), "cgroup {cgroup} left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_from_an_image_take_warm_containers() {
+    let mut s = Server::start();
+    let script = "echo host=$(hostname) ids=$(id -u):$(id -g) pwd=$(pwd) x=$X; \
+        cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max \
+        /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares";
+    for i in 0..4i64 {
+        let id = format!("warm{i}");
+        // The first create of the image is made at the request, and leaves a warm
+        // container for the next (made with the first request's limits and process).
+        if i > 0 {
+            until_warm(&s).await;
+        }
+        let (st, v) = create(
+            &s,
+            json!({"id": id, "image": "busybox",
+            "process": {"args": ["sh", "-c", script], "env": [format!("X=x{i}")],
+                        "cwd": "/tmp", "user": {"uid": 1000 + i, "gid": 2000}},
+            "resources": {"memory_bytes": (64 + i) << 20, "pids": 50 + i, "cpus": 0.5}}),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        assert_eq!(v["status"], "created", "{v}");
+        let dir = s.data().join("containers").join(&id);
+        assert_eq!(v["bundle"], dir.join("bundle").to_str().unwrap(), "{v}");
+        // The bundle and the runtime's state describe the request, under its id.
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("bundle/config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["process"]["args"][2], script);
+        assert_eq!(config["hostname"], id.as_str());
+        let state: Value = serde_json::from_slice(
+            &std::fs::read(s.dir.path().join("run").join(&id).join("state.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(state["id"], id.as_str());
+        assert_eq!(state["process"]["user"]["uid"], 1000 + i);
+        let cgroup = cgroup_of(&s, &id);
+        let (st, v) = call(
+            reqwest::Method::POST,
+            &s.url(&format!("/v1/containers/{id}/start")),
+            Some(USER),
+            None,
+        )
+        .await;
+        assert_eq!((st, v["status"].as_str()), (200, Some("running")), "{v}");
+        let (st, v) = call(
+            reqwest::Method::POST,
+            &s.url(&format!("/v1/containers/{id}/wait?timeout=20")),
+            Some(USER),
+            None,
+        )
+        .await;
+        assert_eq!((st, v["exit_code"].as_i64()), (200, Some(0)), "{v}");
+        let logs = client()
+            .get(s.url(&format!("/v1/containers/{id}/logs?stream=both")))
+            .bearer_auth(USER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let want = format!(
+            "host={id} ids={}:2000 pwd=/tmp x=x{i}\n{}\n{}\n50000\n1024\n",
+            1000 + i,
+            (64 + i) << 20,
+            50 + i
+        );
+        assert_eq!(logs, want);
+        let (st, _) = call(
+            reqwest::Method::DELETE,
+            &s.url(&format!("/v1/containers/{id}")),
+            Some(USER),
+            None,
+        )
+        .await;
+        assert_eq!(st, 204);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(!s.dir.path().join("run").join(&id).exists());
+        for h in ["memory", "pids", "cpu", "freezer"] {
+            let path = format!("/sys/fs/cgroup/{h}{cgroup}");
+            assert!(!Path::new(&path).exists(), "cgroup {path} left behind");
+        }
+    }
+    let text = metrics(&s).await;
+    assert_eq!(
+        metric(&text, "corral_containers_created_total{from=\"image\"}"),
+        1.0,
+        "{text}"
     );
+    assert_eq!(
+        metric(&text, "corral_containers_created_total{from=\"warm\"}"),
+        3.0,
+        "{text}"
+    );
+    // A warm container reports a program missing from the image at create (400), as a
+    // container made at the request does, and leaves nothing.
+    until_warm(&s).await;
+    let (st, v) = create(
+        &s,
+        json!({"id": "nope1", "image": "busybox", "process": {"args": ["/no/such/program"]}}),
+    )
+    .await;
+    assert_eq!(
+        (st, problem_type(&v)),
+        (400, "urn:corral:problem:bad-request"),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("/no/such/program"),
+        "{v}"
+    );
+    assert!(!s.data().join("containers/nope1").exists());
+    assert!(!s.dir.path().join("run/nope1").exists());
+    // A warm container is never used for an image replaced since it was made.
+    upload_image(&s, "marked", "one").await;
+    let cat = json!({"image": "marked", "process": {"args": ["cat", "/marker"]}});
+    for (i, marker) in ["one", "one", "two", "two"].iter().enumerate() {
+        if i == 2 {
+            let (st, v) = call(
+                reqwest::Method::DELETE,
+                &s.url("/v1/images/marked"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+            assert_eq!(st, 204, "{v}");
+            upload_image(&s, "marked", "two").await;
+        }
+        let id = format!("marked{i}");
+        let mut body = cat.clone();
+        body["id"] = json!(id);
+        let (st, v) = create(&s, body).await;
+        assert_eq!(st, 201, "{v}");
+        for op in ["start", "wait?timeout=20"] {
+            let (st, v) = call(
+                reqwest::Method::POST,
+                &s.url(&format!("/v1/containers/{id}/{op}")),
+                Some(USER),
+                None,
+            )
+            .await;
+            assert_eq!(st, 200, "{v}");
+        }
+        let logs = client()
+            .get(s.url(&format!("/v1/containers/{id}/logs")))
+            .bearer_auth(USER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(logs, *marker, "container {id}");
+        let (st, _) = call(
+            reqwest::Method::DELETE,
+            &s.url(&format!("/v1/containers/{id}")),
+            Some(USER),
+            None,
+        )
+        .await;
+        assert_eq!(st, 204);
+        // A warm container of each image: busybox's and this one's.
+        until_warm_n(&s, 2).await;
+    }
+    // Stopped gracefully, the service leaves no warm container and no mount behind.
+    s.stop();
+    let warm: Vec<_> = std::fs::read_dir(s.dir.path().join("run/.warm"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(warm.is_empty(), "warm containers left: {warm:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let data = s.data().to_string_lossy().into_owned();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&data)).collect();
+    assert!(left.is_empty(), "mounts left: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,9 +657,7 @@ async fn bad_requests() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
     // Nothing was left behind by any of these.
-    let left: Vec<_> = std::fs::read_dir(s.data().join("containers"))
-        .unwrap()
-        .collect();
+    let left = containers_in(&s);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -700,9 +924,7 @@ async fn oversized_uploads_are_413() {
     )
     .await;
     assert_eq!(st, 400, "{v}");
-    let left: Vec<_> = std::fs::read_dir(s.data().join("containers"))
-        .unwrap()
-        .collect();
+    let left = containers_in(&s);
     assert!(left.is_empty(), "left behind: {left:?}");
     let (st, _) = call(
         reqwest::Method::GET,

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::server::{ADMIN, Server, USER, call};
+use common::server::{ADMIN, Server, USER, call, upload_image};
 use serde_json::{Value, json};
 
 async fn run(s: &Server, body: Value) -> (u16, Value) {
@@ -618,34 +618,6 @@ async fn warm_containers_give_each_run_its_own_workspace_and_stdin() {
 }
 
 /// A rootfs tar for `POST /v1/images`: the test busybox rootfs, plus `/marker`.
-fn image_tar(marker: &str) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    b.append_dir_all(".", common::rootfs()).unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(marker.len() as u64);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    b.append_data(&mut h, "marker", marker.as_bytes()).unwrap();
-    b.into_inner().unwrap()
-}
-
-async fn upload_image(s: &Server, name: &str, marker: &str) {
-    let resp = common::server::client()
-        .post(s.url(&format!("/v1/images?name={name}")))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/x-tar")
-        .body(image_tar(marker))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    assert_eq!(status, 201, "{}", resp.text().await.unwrap());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_container_never_serves_an_image_replaced_since() {
     let s = Server::start();

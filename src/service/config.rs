@@ -371,4 +371,21 @@ mod tests {
                 .contains("without bearer tokens")
         );
     }
+
+    #[test]
+    fn warm_containers_are_bounded_and_settable_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.limits.warm_containers, 1);
+        c.apply_env(|k| (k == "CORRAL_LIMITS_WARM_CONTAINERS").then(|| "0".to_string()))
+            .unwrap();
+        assert_eq!(c.limits.warm_containers, 0);
+        c.validate().unwrap();
+        c.limits.warm_containers = 9;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("warm_containers")
+        );
+    }
 }

@@ -130,9 +130,15 @@ impl Drop for Server {
         // The runs tmpfs, if the service could not unmount it (its runners were still
         // removing containers).
         let _ = nix::mount::umount2(&self.data().join("runs"), nix::mount::MntFlags::MNT_DETACH);
-        // Unmount container rootfs overlays the test left.
-        if let Ok(entries) = std::fs::read_dir(self.data().join("containers")) {
-            for e in entries.flatten() {
+        // Unmount container rootfs overlays the test left (warm containers' and those
+        // of deleted containers being removed included).
+        let containers = self.data().join("containers");
+        for dir in [
+            containers.clone(),
+            containers.join(".warm"),
+            containers.join(".trash"),
+        ] {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let _ = corral::images::ContainerRootfs::unmount(&e.path());
             }
         }
@@ -180,4 +186,34 @@ pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
     }
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)
+}
+
+/// A rootfs tar of the test rootfs (busybox) with `/marker` holding `marker`.
+pub fn image_tar(marker: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", super::rootfs()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(marker.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "marker", marker.as_bytes()).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Imports [`image_tar`]`(marker)` as image `name` (201 expected).
+pub async fn upload_image(s: &Server, name: &str, marker: &str) {
+    let resp = client()
+        .post(s.url(&format!("/v1/images?name={name}")))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/x-tar")
+        .body(image_tar(marker))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(status, 201, "{}", resp.text().await.unwrap());
 }

@@ -250,10 +250,7 @@ pub(super) fn attach_logs(
             return Err(e);
         }
     };
-    into_running(created, output, logs, until_now).map_err(|(created, e)| {
-        abandon(store, &created);
-        e
-    })
+    into_running(store, created, output, logs, until_now)
 }
 
 /// A container's data dir and its logs, open.
@@ -288,19 +285,22 @@ impl Logs {
 /// Makes `monitor.log` the monitor's stdout and stderr, which also lets go of the
 /// pipes' write ends (the container holds the only ones, and EOF means that every
 /// process that could write has gone), and hands the container's `output` to its logs;
-/// `until_now` is where the monitor's messages went so far. On failure, gives the
-/// container back with the error.
+/// `until_now` is where the monitor's messages went so far. On failure the container
+/// is removed from `store`.
 pub(super) fn into_running(
+    store: &Store,
     created: Created,
     [out_r, err_r]: [OwnedFd; 2],
     logs: Logs,
     until_now: DefaultGuard,
-) -> Result<Running, (Created, LauncherError)> {
+) -> Result<Running, LauncherError> {
     let Logs { dir, diag, sinks } = logs;
     let redirect = nix::unistd::dup2_stdout(&diag).and_then(|()| nix::unistd::dup2_stderr(&diag));
     if let Err(e) = redirect {
-        let e = LauncherError::sys("dup monitor.log to stdout and stderr")(e);
-        return Err((created, e));
+        abandon(store, &created);
+        return Err(LauncherError::sys("dup monitor.log to stdout and stderr")(
+            e,
+        ));
     }
     let [stdout, stderr] = sinks;
     drop(until_now);

@@ -636,10 +636,7 @@ fn take(
         abandon(&main, &created);
         return Err(e);
     }
-    monitor::into_running(created, output, logs, log).map_err(|(created, e)| {
-        abandon(&main, &created);
-        e
-    })
+    monitor::into_running(&main, created, output, logs, log)
 }
 
 /// Sends the request's process to the init, back at the usual priority.
@@ -681,8 +678,8 @@ fn set_limits(created: &Created, spec: &oci_spec::runtime::Spec) -> Result<(), L
     if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         let mut request = oci_spec::runtime::LinuxResources::default();
         request
-            .set_memory(r.memory().clone())
-            .set_pids(r.pids().clone())
+            .set_memory(*r.memory())
+            .set_pids(*r.pids())
             .set_cpu(r.cpu().clone());
         cg.apply(&request).map_err(|e| limits(&e))?;
     }

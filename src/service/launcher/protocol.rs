@@ -246,6 +246,38 @@ mod tests {
     }
 
     #[test]
+    fn claims_round_trip() {
+        let req = Request {
+            seq: 3,
+            op: Op::Claim(ClaimRequest {
+                id: "c1".into(),
+                data_dir: "/d/containers/c1".into(),
+                log_limit: 9,
+                image: "busybox".into(),
+                image_rootfs: "/d/images/busybox/rootfs".into(),
+                layer_bytes: 1 << 20,
+                params: crate::service::sandbox::Params {
+                    args: vec!["sh".into()],
+                    env: vec!["PATH=/bin".into()],
+                    cwd: "/".into(),
+                    uid: 1,
+                    gid: 2,
+                    memory_bytes: 64 << 20,
+                    pids: 10,
+                    cpu_quota_us: 50_000,
+                },
+                warm: 1,
+            }),
+        };
+        assert_eq!(decode::<Request>(&encode(&req).unwrap()).unwrap(), req);
+        let reply = Message::Reply {
+            seq: 3,
+            outcome: Outcome::NotWarm,
+        };
+        assert_eq!(decode::<Message>(&encode(&reply).unwrap()).unwrap(), reply);
+    }
+
+    #[test]
     fn oversized_packets_are_refused() {
         let (a, b) = packet_pair().unwrap();
         use std::os::fd::AsFd;
