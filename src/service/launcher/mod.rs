@@ -26,6 +26,12 @@
 //! monitor itself is killed, its container goes on, but its output is no longer logged
 //! and no `exit.json` is written.
 //!
+//! Warm containers (pool.rs): for a create from an image, the launcher keeps containers
+//! of recently used images made ahead, each in a monitor of its own whose init waits for
+//! a process; a create (`Op::Claim`) hands one its id, process, limits and directory, and
+//! from then on it is an ordinary monitor. The launcher answers `NotWarm` when it has
+//! none, and the service creates the container as above.
+//!
 //! Start, kill, delete and state do not fork: the service runs them itself (ops.rs).
 
 mod client;
