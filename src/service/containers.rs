@@ -105,6 +105,26 @@ pub struct ContainerView {
     pub oci_version: String,
 }
 
+impl ContainerView {
+    /// A container whose init lives (`created` or `running`), as a view would read it:
+    /// for an answer that knows as much without reading the runtime's state.
+    fn live(id: &str, status: &str, pid: i32, bundle: String, record: Record) -> Self {
+        ContainerView {
+            id: id.to_string(),
+            status: status.into(),
+            pid: Some(pid),
+            bundle,
+            created: record.created,
+            image: record.image,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            finished_at: None,
+            oci_version: crate::runtime::OCI_VERSION.into(),
+        }
+    }
+}
+
 /// The service's container use cases.
 pub struct Containers {
     cfg: Arc<Config>,
@@ -471,19 +491,10 @@ impl Containers {
         write_atomic(&path, &data, 0o600)
             .map_err(|e| ServiceError::io(format!("write {}", path.display()), e))?;
         // What a view would read now: just created, its init waiting for start.
-        Ok(Some(ContainerView {
-            id: id.to_string(),
-            status: "created".into(),
-            pid: Some(pid),
-            bundle: dir.join("bundle").to_string_lossy().into_owned(),
-            created: record.created,
-            image: record.image,
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            finished_at: None,
-            oci_version: crate::runtime::OCI_VERSION.into(),
-        }))
+        let bundle = dir.join("bundle").to_string_lossy().into_owned();
+        Ok(Some(ContainerView::live(
+            id, "created", pid, bundle, record,
+        )))
     }
 
     /// The container's view, or NotFound.
@@ -550,19 +561,8 @@ impl Containers {
         // such container in it (a container whose state is gone has stopped).
         let rec = self.launcher.start(id).await?;
         // Its program runs now (a view reads "running" too until the exit is recorded).
-        Ok(ContainerView {
-            id: id.to_string(),
-            status: "running".into(),
-            pid: Some(rec.pid),
-            bundle: rec.bundle.to_string_lossy().into_owned(),
-            created: record.created,
-            image: record.image,
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            finished_at: None,
-            oci_version: crate::runtime::OCI_VERSION.into(),
-        })
+        let bundle = rec.bundle.to_string_lossy().into_owned();
+        Ok(ContainerView::live(id, "running", rec.pid, bundle, record))
     }
 
     /// The service's record of container `id`, or NotFound (InvalidId for a bad id).
