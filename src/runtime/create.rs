@@ -59,7 +59,7 @@ pub struct CreateOptions {
     pub resolve_at_start: bool,
     /// Create a warm container: the init does every step of setup that does not depend
     /// on the process (namespaces, mounts, pivot_root, masked paths), then waits for
-    /// [`Created::give_process`] before the rest (hostname, identity, rlimits, cwd and
+    /// [`Created::send_process`] before the rest (hostname, identity, rlimits, cwd and
     /// program lookup). The process in the bundle stands in until then; its
     /// capabilities, rlimits and no_new_privs are kept.
     pub late_process: bool,
@@ -90,19 +90,10 @@ impl Created {
         .ok()
     }
 
-    /// Gives a warm container ([`CreateOptions::late_process`]) its process; returns
-    /// once its init has taken the process on (hostname, identity, cwd, program found)
-    /// and waits for `start`. The record's `process` is updated to match (the caller
-    /// saves it). A failure on the process itself (no such program or cwd) is
-    /// [`Error::InitConfig`]; the init has exited then.
-    pub fn give_process(&mut self, late: &sync::LateProcess) -> Result<()> {
-        self.send_process(late)?;
-        self.process_taken()
-    }
-
-    /// The first half of [`Created::give_process`]: sends the process, without waiting
-    /// for the init to take it on (the caller may do other work meanwhile, then calls
-    /// [`Created::process_taken`]).
+    /// Gives a warm container ([`CreateOptions::late_process`]) its process, without
+    /// waiting for the init to take it on (the caller may do other work meanwhile, then
+    /// calls [`Created::process_taken`]). The record's `process` is updated to match
+    /// (the caller saves it).
     pub fn send_process(&mut self, late: &sync::LateProcess) -> Result<()> {
         let channel = self.sync.as_ref().ok_or_else(|| Error::Init {
             id: self.record.id.clone(),
@@ -127,7 +118,10 @@ impl Created {
         Ok(())
     }
 
-    /// The second half of [`Created::give_process`]: waits for the init's answer.
+    /// Waits for the init to take on the process [`Created::send_process`] sent
+    /// (hostname, identity, cwd, program found); it then waits for `start`. A failure on
+    /// the process itself (no such program or cwd) is [`Error::InitConfig`]; the init
+    /// has exited then.
     pub fn process_taken(&mut self) -> Result<()> {
         let id = self.record.id.clone();
         let init_error = |reason: String| Error::Init {

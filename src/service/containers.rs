@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::Config;
+use super::dir_watch::DirWatch;
 use super::launcher::{ClaimRequest, CreateRequest, ErrorKind, Launcher, LauncherError, read_exit};
 use super::metrics::Metrics;
 use super::{ServiceError, policy, sandbox};
@@ -644,7 +645,7 @@ impl Containers {
         }
         // The monitor renames exit.json into place: a watch on the directory wakes the
         // wait at once. Without one (out of inotify watches), it polls.
-        let watch = ExitWatch::new(&dir)
+        let watch = DirWatch::new(&dir)
             .inspect_err(|e| tracing::debug!(container = id, "inotify: {e}; polling"))
             .ok();
         let mut last_view = Instant::now() - Duration::from_secs(1);
@@ -825,74 +826,6 @@ fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), Ser
 /// How often a wait asks the runtime about the container, besides watching for its exit
 /// record.
 const VIEW_EVERY: Duration = Duration::from_millis(50);
-
-/// An inotify watch for files moved into a container's directory (the monitor's
-/// `exit.json`), or the directory's removal.
-struct ExitWatch {
-    fd: Option<tokio::io::unix::AsyncFd<InotifyFd>>,
-}
-
-impl Drop for ExitWatch {
-    /// Closing an inotify instance waits for an SRCU grace period (tens of
-    /// milliseconds): done on the blocking pool, not in the request's way.
-    fn drop(&mut self) {
-        if let Some(fd) = self.fd.take() {
-            let inotify = fd.into_inner();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn_blocking(move || drop(inotify));
-            }
-        }
-    }
-}
-
-/// [`AsyncFd`](tokio::io::unix::AsyncFd) wants `AsRawFd`, which nix's `Inotify` lacks.
-struct InotifyFd(nix::sys::inotify::Inotify);
-
-impl std::os::fd::AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-impl ExitWatch {
-    fn new(dir: &Path) -> std::io::Result<Self> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        inotify.add_watch(
-            dir,
-            AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_CREATE
-                | AddWatchFlags::IN_DELETE_SELF
-                | AddWatchFlags::IN_ONLYDIR,
-        )?;
-        use tokio::io::{Interest, unix::AsyncFd};
-        // SAFETY: the fd is owned by the `Inotify` inside, which the `AsyncFd` owns (and
-        // drops after deregistering); nothing else closes or replaces it.
-        let fd = unsafe { AsyncFd::register_with_interest(InotifyFd(inotify), Interest::READABLE) };
-        Ok(ExitWatch {
-            fd: Some(fd.map_err(|e| e.into_parts().1)?),
-        })
-    }
-
-    /// Returns when something happened in the directory, or after `at_most`.
-    async fn changed(&self, at_most: Duration) {
-        let Some(fd) = &self.fd else { return };
-        let _ = tokio::time::timeout(at_most, async {
-            if let Ok(mut ready) = fd.readable().await {
-                // Drained: the caller looks at the directory itself.
-                while ready
-                    .get_inner()
-                    .0
-                    .read_events()
-                    .is_ok_and(|e| !e.is_empty())
-                {}
-                ready.clear_ready();
-            }
-        })
-        .await;
-    }
-}
 
 /// How the launcher makes a container.
 enum Launch {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod containers;
+mod dir_watch;
 pub mod images;
 pub mod images_dir;
 pub mod launcher;

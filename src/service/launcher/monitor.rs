@@ -379,8 +379,9 @@ fn open_logs(
     Ok((diag, [stdout, stderr]))
 }
 
-/// Removes a container that the monitor cannot serve, and reaps its init.
-fn abandon(store: &Store, created: &Created) {
+/// Removes a container that the monitor cannot serve (from `store`, where it is now),
+/// and reaps its init.
+pub(super) fn abandon(store: &Store, created: &Created) {
     if let Err(e) = ops::delete(store, &created.record.id, true) {
         tracing::error!("remove container {}: {e}", created.record.id);
     }

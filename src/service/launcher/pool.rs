@@ -38,7 +38,7 @@ use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 
 use super::error::{ErrorKind, LauncherError, kind_of};
-use super::monitor;
+use super::monitor::{self, abandon};
 use super::protocol::{
     ClaimRequest, MAX_PACKET, Outcome, SANDBOX_CONTROLLERS, decode, encode, packet_pair,
     recv_packet, send_packet,
@@ -553,10 +553,7 @@ fn wait_for_claim(sock: &OwnedFd, created: &Created) -> Option<ClaimRequest> {
 
 /// Removes the monitor's own warm container: the container, then its data dir.
 fn discard_own(root: &Path, dir: &Path, created: &Created) {
-    if let Err(e) = ops::delete(&store(root), &created.record.id, true) {
-        tracing::warn!("remove warm container {}: {e}", created.record.id);
-    }
-    let _ = nix::sys::wait::waitpid(created.pid, None);
+    abandon(&store(root), created);
     remove_data_dir(dir);
 }
 
@@ -746,14 +743,6 @@ fn set_nice(pid: i32, nice: i32) {
             std::io::Error::last_os_error()
         );
     }
-}
-
-/// Removes a claimed container that cannot be served (from `store`, where it is now).
-fn abandon(store: &Store, created: &Created) {
-    if let Err(e) = ops::delete(store, &created.record.id, true) {
-        tracing::error!("remove container {}: {e}", created.record.id);
-    }
-    let _ = nix::sys::wait::waitpid(created.pid, None);
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
