@@ -150,6 +150,98 @@ async fn output_goes_to_the_logs_and_the_exit_code_to_exit_json() {
     launcher.shutdown().await;
 }
 
+/// `detach` frees a stopped container's id at once and leaves its cleanup for later:
+/// its state moves to `<root>/.trash`, and its cgroup stays until then unless it is the
+/// id's default one (which a new container of that id would get). What a service that
+/// stopped abruptly left there goes at the next start (`clean_detached`). A container
+/// that has not stopped is left alone, for `delete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_frees_the_id_and_leaves_the_cleanup_for_later() {
+    let env = Env::new("detach");
+    let launcher = env.launcher().await;
+    let trash = env.root.path().join(".trash");
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(&trash)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    launcher.clean_detached().expect("make <root>/.trash");
+    let (own, default) = (env.id("own"), env.id("default"));
+    let cgroup = format!("/corral-tests/{own}");
+    let mut b = Bundle::new();
+    b.sh("exit 0").cgroups_path(&cgroup);
+    b.write();
+    let plain = bundle("exit 0");
+    for (id, b) in [(&own, &b), (&default, &plain)] {
+        launcher.create(env.request(id, b)).await.expect("create");
+        launcher.start(id).await.expect("start");
+        wait_exit(&env.dir(id), Duration::from_secs(20)).await;
+    }
+    let running = env.id("running");
+    let sleeper = bundle("exec sleep 1000");
+    launcher
+        .create(env.request(&running, &sleeper))
+        .await
+        .expect("create");
+    launcher.start(&running).await.expect("start");
+    assert!(launcher.detach(&running).await.expect("detach").is_none());
+    assert_eq!(env.status(&running), "running");
+    assert!(entries().is_empty(), "{:?}", entries());
+
+    // A cgroup of its own stays until the removal; the id is free at once.
+    let own_detached = launcher
+        .detach(&own)
+        .await
+        .expect("detach")
+        .expect("stopped");
+    assert!(
+        ops::state(&env.store(), &own).is_err(),
+        "{own} still in the store"
+    );
+    assert_eq!(entries().len(), 1, "{:?}", entries());
+    assert!(
+        !cgroup_dirs_present(&cgroup).is_empty(),
+        "cgroup {cgroup} went early"
+    );
+    tokio::task::spawn_blocking(move || own_detached.remove())
+        .await
+        .unwrap()
+        .expect("remove");
+    assert!(entries().is_empty(), "{:?}", entries());
+    assert!(
+        cgroup_dirs_present(&cgroup).is_empty(),
+        "{:?}",
+        cgroup_dirs_present(&cgroup)
+    );
+
+    // The id's default cgroup goes with the detach; the state stays behind as an
+    // abrupt stop would leave it, and goes at the next start.
+    let default_cgroup = format!("/corral/{default}");
+    assert!(!cgroup_dirs_present(&default_cgroup).is_empty());
+    let left = launcher
+        .detach(&default)
+        .await
+        .expect("detach")
+        .expect("stopped");
+    assert!(
+        cgroup_dirs_present(&default_cgroup).is_empty(),
+        "{:?}",
+        cgroup_dirs_present(&default_cgroup)
+    );
+    drop(left);
+    assert_eq!(entries().len(), 1, "{:?}", entries());
+    launcher.clean_detached().expect("clean");
+    assert!(entries().is_empty(), "{:?}", entries());
+    // The ids are free for new containers.
+    launcher
+        .create(env.request(&own, &plain))
+        .await
+        .expect("create with a detached container's id");
+    launcher.delete(&own, true).await.expect("delete");
+    launcher.delete(&running, true).await.expect("delete");
+    launcher.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_outlive_the_launcher() {
     let env = Env::new("restart");

@@ -1,6 +1,7 @@
 //! The lifecycle operations on an existing container: start, state, kill, delete, list.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -258,11 +259,7 @@ pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
         cg.kill_all(Signal::SIGKILL)?;
     }
     cg.delete()?;
-    let poststop = rec
-        .hooks
-        .as_ref()
-        .and_then(|h| h.poststop().clone())
-        .unwrap_or_default();
+    let poststop = poststop_hooks(rec);
     if !poststop.is_empty() {
         let state = serde_json::to_vec(&oci_state(
             &rec.id,
@@ -276,6 +273,88 @@ pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
     }
     store.remove(lock)?;
     Ok(())
+}
+
+fn poststop_hooks(rec: &Record) -> Vec<oci_spec::runtime::Hook> {
+    rec.hooks
+        .as_ref()
+        .and_then(|h| h.poststop().clone())
+        .unwrap_or_default()
+}
+
+/// A stopped container taken out of its store by [`detach`]: its id is free again; its
+/// state directory (moved aside) and perhaps its cgroup are still to be removed, by
+/// [`Detached::remove`].
+#[derive(Debug)]
+pub struct Detached {
+    rec: Record,
+    dir: PathBuf,
+    /// Whether the cgroup is still there to remove.
+    cgroup: bool,
+}
+
+/// `delete` of a stopped container in two halves, for a caller that answers before the
+/// cleanup is done (the service). Under the container's lock its state directory is
+/// renamed to `aside` (on the same file system), so that the id is free when this
+/// returns; [`Detached::remove`] removes the rest, later. The container's cgroup goes
+/// now if it is the one a new container of the same id would get (`/corral/<id>`),
+/// later otherwise (a cgroup named for this container alone, as warm containers' are).
+///
+/// `Ok(None)`, with nothing done, unless the container has stopped, had its own pid
+/// namespace (nothing of it outlives its init) and has no poststop hook (those run before
+/// `delete` returns): [`delete`] it then.
+pub fn detach(store: &Store, id: &str, aside: &Path) -> Result<Option<Detached>> {
+    id::validate(id)?;
+    let lock = store.lock(id)?;
+    let rec = store.load(id)?;
+    if !rec.own_pid_ns || !poststop_hooks(&rec).is_empty() || status(store, &rec) != Status::Stopped
+    {
+        return Ok(None);
+    }
+    let path = cgroup_path(&rec)?;
+    let shared = path == CgroupPath::parse(None, &rec.id, false)?;
+    if shared {
+        Cgroup::open(&path)?.delete()?;
+    }
+    std::fs::rename(lock.dir(), aside)
+        .ctx(|| format!("move {} to {}", lock.dir().display(), aside.display()))?;
+    Ok(Some(Detached {
+        rec,
+        dir: aside.to_path_buf(),
+        cgroup: !shared,
+    }))
+}
+
+impl Detached {
+    /// A container detached into `dir` and not removed (its process stopped first).
+    pub fn at(dir: &Path) -> Result<Detached> {
+        let path = dir.join(super::state::STATE_FILE);
+        let data = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        let rec: Record =
+            serde_json::from_slice(&data).map_err(|e| super::state::StateError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let shared = cgroup_path(&rec)? == CgroupPath::parse(None, &rec.id, false)?;
+        Ok(Detached {
+            rec,
+            dir: dir.to_path_buf(),
+            cgroup: !shared,
+        })
+    }
+
+    /// The rest of `delete`: the cgroup (empty: the container stopped) and the state.
+    pub fn remove(self) -> Result<()> {
+        if self.cgroup {
+            Cgroup::open(&cgroup_path(&self.rec)?)?.delete()?;
+        }
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).ctx(|| format!("remove {}", self.dir.display()))?
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Waits until the process behind `pidfd` exits, at most `limit`.

@@ -61,7 +61,9 @@ pub struct Limits {
     pub max_log_bytes: u64,
     /// Containers kept made ahead of requests, per image recently created from (two
     /// images at most): a create from an image then only gives one its id, process and
-    /// limits. 0 turns them off.
+    /// limits. Two by default, so that creates in quick succession (a client's burst, or
+    /// a create while the last claimed one is still being replaced) find one. 0 turns
+    /// them off.
     pub warm_containers: u32,
 }
 
@@ -85,7 +87,7 @@ impl Default for Limits {
             max_cpus: 2.0,
             writable_layer_bytes: 256 << 20,
             max_log_bytes: 64 << 20,
-            warm_containers: 1,
+            warm_containers: 2,
         }
     }
 }
@@ -375,7 +377,7 @@ mod tests {
     #[test]
     fn warm_containers_are_bounded_and_settable_from_the_environment() {
         let mut c = Config::default();
-        assert_eq!(c.limits.warm_containers, 1);
+        assert_eq!(c.limits.warm_containers, 2);
         c.apply_env(|k| (k == "CORRAL_LIMITS_WARM_CONTAINERS").then(|| "0".to_string()))
             .unwrap();
         assert_eq!(c.limits.warm_containers, 0);

@@ -158,6 +158,10 @@ impl Containers {
                 tracing::warn!("remove {}: {e}", path.display());
             }
         }
+        // Containers whose state a service that stopped abruptly had moved aside.
+        launcher
+            .clean_detached()
+            .map_err(|e| ServiceError::io("clean the runtime's removed containers".into(), e))?;
         Ok(Containers {
             cfg,
             launcher,
@@ -584,7 +588,9 @@ impl Containers {
     }
 
     /// Deletes the container: the runtime's part (refused while running unless `force`),
-    /// then its rootfs mounts and its directory.
+    /// then its rootfs mounts and its directory. A container whose exit is recorded
+    /// leaves the runtime at once ([`Launcher::detach`]): its cgroup and state are
+    /// removed in the background, with its directory.
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), ServiceError> {
         let view = self.view(id).await?;
         if view.status == "running" && !force {
@@ -593,16 +599,27 @@ impl Containers {
                 format!("container {id} is running: stop it or delete with force=true"),
             ));
         }
-        match self.launcher.delete(id, force).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Let the monitor record the exit before the directory goes (bounded).
+        let detached = match view.finished_at {
+            Some(_) => match self.launcher.detach(id).await {
+                Ok(d) => d,
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
         let dir = self.container_dir(id);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while read_exit(&dir).is_none() && Instant::now() < deadline && view.status != "created" {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if detached.is_none() {
+            match self.launcher.delete(id, force).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            // Let the monitor record the exit before the directory goes (bounded).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while read_exit(&dir).is_none() && Instant::now() < deadline && view.status != "created"
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         // The id is free once the directory has moved aside; its rootfs mounts and files
         // are removed in the background.
@@ -610,22 +627,33 @@ impl Containers {
             .dir
             .join(TRASH_DIR)
             .join(format!("{id}.{}", uuid::Uuid::new_v4().simple()));
-        match std::fs::rename(&dir, &trash) {
-            Ok(()) => {
-                let mut removals = self.removals.lock().unwrap_or_else(|p| p.into_inner());
-                while removals.try_join_next().is_some() {}
-                removals.spawn(async move {
-                    if let Err(e) = remove_container_dir(trash).await {
-                        tracing::warn!("remove a deleted container's directory: {e}");
-                    }
-                });
-                Ok(())
+        let moved = std::fs::rename(&dir, &trash)
+            .inspect_err(|e| {
+                tracing::debug!("move {} aside: {e}; removing it in place", dir.display())
+            })
+            .is_ok();
+        let removal = async move {
+            if let Some(d) = detached {
+                let removed = tokio::task::spawn_blocking(move || d.remove()).await;
+                match removed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("remove a deleted container's state: {e}"),
+                    Err(e) => tracing::warn!("remove a deleted container's state: {e}"),
+                }
             }
-            Err(e) => {
-                tracing::debug!("move {} aside: {e}; removing it in place", dir.display());
-                remove_container_dir(dir).await
-            }
+            remove_container_dir(if moved { trash } else { dir }).await
+        };
+        if !moved {
+            return removal.await;
         }
+        let mut removals = self.removals.lock().unwrap_or_else(|p| p.into_inner());
+        while removals.try_join_next().is_some() {}
+        removals.spawn(async move {
+            if let Err(e) = removal.await {
+                tracing::warn!("remove a deleted container's directory: {e}");
+            }
+        });
+        Ok(())
     }
 
     /// Waits for the removal of deleted containers' directories (for a graceful stop).

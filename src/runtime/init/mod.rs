@@ -9,6 +9,7 @@
 
 pub(super) mod exec;
 mod rootfs;
+mod trim;
 
 use std::ffi::CString;
 use std::io::Write;
@@ -95,6 +96,10 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     let reset_early = ctx.start_container_hooks.is_empty();
     if reset_early {
         reset_signals();
+    }
+    if ctx.fifo.is_some() {
+        // The exec after `start` then has little address space to tear down.
+        trim::drop_read_only_mappings();
     }
     if let Some(fifo) = &ctx.fifo
         && let Err(e) = wait_for_start(fifo)
@@ -372,6 +377,8 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
 /// parent goes away first: the warm container was discarded unused.
 fn take_late_process(ctx: &InitContext<'_>) -> Result<(ProcessPlan, Option<String>), SysError> {
     ctx.sync.send(&Message::Ready)?;
+    // Most of what the init mapped is of no more use; what the claim runs faults back in.
+    trim::drop_read_only_mappings();
     let late = match ctx.sync.recv()? {
         Some(Message::Process(p)) => p,
         None => exit_now(0),

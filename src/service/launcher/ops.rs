@@ -13,8 +13,11 @@ use nix::sys::signal::Signal;
 use super::client::Launcher;
 use super::error::LauncherError;
 use crate::runtime::linux::cgroups::CgroupStats;
-use crate::runtime::ops::{self, StateView};
+use crate::runtime::ops::{self, Detached, StateView};
 use crate::runtime::state::{Record, Store};
+
+/// Where [`Launcher::detach`] moves containers' state, below the runtime root.
+const DETACHED_DIR: &str = ".trash";
 
 impl Launcher {
     /// `start`: releases the created container's init; returns once its program runs,
@@ -36,6 +39,35 @@ impl Launcher {
         let id = id.to_string();
         self.blocking("delete", move |s| ops::delete(s, &id, force))
             .await
+    }
+
+    /// `delete` of a stopped container, answered before its cleanup: its state moves to
+    /// `<root>/.trash/` and its id is free; [`Detached::remove`] does the rest.
+    /// `None` (nothing done) for a container [`ops::detach`] leaves to `delete`.
+    pub async fn detach(&self, id: &str) -> Result<Option<Detached>, LauncherError> {
+        let id = id.to_string();
+        let aside = self
+            .root
+            .join(DETACHED_DIR)
+            .join(format!("{id}.{}", uuid::Uuid::new_v4().simple()));
+        self.blocking("delete", move |s| ops::detach(s, &id, &aside))
+            .await
+    }
+
+    /// Makes `<root>/.trash/` and removes the detached containers that a service which
+    /// stopped abruptly left there (for the service's start).
+    pub fn clean_detached(&self) -> std::io::Result<()> {
+        let dir = self.root.join(DETACHED_DIR);
+        std::fs::create_dir_all(&dir)?;
+        for left in std::fs::read_dir(&dir)?.flatten() {
+            let path = left.path();
+            let removed = Detached::at(&path).and_then(Detached::remove);
+            if let Err(e) = removed {
+                tracing::warn!("remove the detached container {}: {e}", path.display());
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+        Ok(())
     }
 
     /// The OCI state of the container (status derived from the kernel).
