@@ -202,6 +202,13 @@ fn compile_uncached(spec: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError>
     // The runtime sets no_new_privs itself, and only when the process spec asks for it.
     ctx.set_ctl_nnp(false)
         .ctx("linux.seccomp", || "clearing the NNP attribute".into())?;
+    // Rules in a binary tree rather than a list: the kernel emulates the filter for
+    // every syscall number when it is installed (to cache the ones it always allows),
+    // which for the service's profile takes half as long. libseccomp before 2.5 lacks
+    // the attribute; its list filter is as correct.
+    if let Err(e) = ctx.set_ctl_optimize(2) {
+        tracing::debug!("seccomp: no binary tree optimization: {e}");
+    }
 
     let mut flags: libc::c_ulong = 0;
     for (i, &flag) in spec.flags().iter().flatten().enumerate() {
