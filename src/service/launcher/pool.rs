@@ -171,6 +171,8 @@ pub(super) struct Pool {
     recent: Vec<String>,
     /// Images whose last warm container could not be made, and when.
     failed: HashMap<String, Instant>,
+    /// Claims in progress, whose image is topped up once they are answered.
+    refills: Vec<(u64, ClaimRequest)>,
 }
 
 impl Pool {
@@ -182,6 +184,7 @@ impl Pool {
             next: 0,
             recent: Vec::new(),
             failed: HashMap::new(),
+            refills: Vec::new(),
         }
     }
 
@@ -200,9 +203,23 @@ impl Pool {
     /// Warm containers of the image made before it was replaced are dropped. Either
     /// way, the image's warm containers are topped up (from this request) for the next.
     pub(super) fn claim(&mut self, seq: u64, c: &ClaimRequest, blocked: &SigSet) -> bool {
-        let claimed = self.hand_over(seq, c);
-        self.refill(c, blocked);
-        claimed
+        if self.hand_over(seq, c) {
+            // Topped up once the claim is answered ([`Pool::answered`]): a fork now
+            // would take the CPU from the claim.
+            self.refills.push((seq, c.clone()));
+            true
+        } else {
+            self.refill(c, blocked);
+            false
+        }
+    }
+
+    /// Tops up the image of claim `seq`, now answered.
+    pub(super) fn answered(&mut self, seq: u64, blocked: &SigSet) {
+        if let Some(i) = self.refills.iter().position(|(s, _)| *s == seq) {
+            let (_, c) = self.refills.swap_remove(i);
+            self.refill(&c, blocked);
+        }
     }
 
     fn hand_over(&mut self, seq: u64, c: &ClaimRequest) -> bool {
@@ -580,8 +597,11 @@ fn take(
     // The init takes its process on (identity, program lookup) while this monitor gives
     // the container its limits, its directory and its id.
     let sent = spec.and_then(|spec| {
+        let cg = cgroup_of(&created)?;
+        // The init takes its process at the usual CPU share, not the warm one.
+        default_cpu_weight(&cg).map_err(|e| limits_error(&e))?;
         send_process(&mut created, &spec, c)?;
-        set_limits(&created, &spec)?;
+        set_limits(&cg, &spec)?;
         Ok(spec)
     });
     let spec = match sent {
@@ -660,17 +680,22 @@ fn send_process(
         .map_err(|e| LauncherError::Setup(format!("give the init its process: {e}")))
 }
 
-/// Writes the request's limits to the container's cgroup, and its CPU share back.
-fn set_limits(created: &Created, spec: &oci_spec::runtime::Spec) -> Result<(), LauncherError> {
+/// The warm container's cgroup, for its limits.
+fn cgroup_of(created: &Created) -> Result<Cgroup, LauncherError> {
     let rec = &created.record;
     let path = CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)
         .map_err(|e| LauncherError::Setup(e.to_string()))?;
-    let cg = Cgroup::open_only(&path, SANDBOX_CONTROLLERS)
-        .map_err(|e| LauncherError::Setup(format!("open the container's cgroup: {e}")))?;
-    let limits = |e: &dyn std::fmt::Display| {
-        LauncherError::Setup(format!("set the container's limits: {e}"))
-    };
-    default_cpu_weight(&cg).map_err(|e| limits(&e))?;
+    Cgroup::open_only(&path, SANDBOX_CONTROLLERS)
+        .map_err(|e| LauncherError::Setup(format!("open the container's cgroup: {e}")))
+}
+
+fn limits_error(e: &dyn std::fmt::Display) -> LauncherError {
+    LauncherError::Setup(format!("set the container's limits: {e}"))
+}
+
+/// Writes the request's limits to the container's cgroup (its CPU share is given back
+/// before, by [`default_cpu_weight`]).
+fn set_limits(cg: &Cgroup, spec: &oci_spec::runtime::Spec) -> Result<(), LauncherError> {
     // Only what a request sets: the device rules are the warm container's already.
     if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         let mut request = oci_spec::runtime::LinuxResources::default();
@@ -678,7 +703,7 @@ fn set_limits(created: &Created, spec: &oci_spec::runtime::Spec) -> Result<(), L
             .set_memory(*r.memory())
             .set_pids(*r.pids())
             .set_cpu(r.cpu().clone());
-        cg.apply(&request).map_err(|e| limits(&e))?;
+        cg.apply(&request).map_err(|e| limits_error(&e))?;
     }
     Ok(())
 }

@@ -137,6 +137,7 @@ impl Server {
             for i in ready.warm.into_iter().rev() {
                 if let Some((seq, outcome)) = self.pool.on_ready(i, &mut buf) {
                     self.reply(seq, outcome)?;
+                    self.pool.answered(seq, &self.blocked);
                 }
             }
             for i in ready.runners.into_iter().rev() {
