@@ -226,6 +226,7 @@ pub fn default_caps() -> Vec<&'static str> {
     default_capabilities().to_vec()
 }
 
-fn short_hostname(id: &str) -> String {
+/// The hostname of container `id`: its id, cut to the 63 bytes a hostname may hold.
+pub fn short_hostname(id: &str) -> String {
     id.chars().take(63).collect()
 }

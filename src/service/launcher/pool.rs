@@ -590,17 +590,16 @@ fn take(
         logs,
     } = warm;
     let bundle = c.data_dir.join("bundle");
-    let spec = c
-        .params
-        .spec(&c.id, &c.data_dir.join("rootfs"))
-        .map_err(LauncherError::Setup);
-    // The init takes its process on (identity, program lookup) while this monitor gives
-    // the container its limits, its directory and its id.
-    let sent = spec.and_then(|spec| {
-        let cg = cgroup_of(&created)?;
+    // The init takes its process on (identity, program lookup) while this monitor makes
+    // the config and gives the container its limits, its directory and its id.
+    let sent = cgroup_of(&created).and_then(|cg| {
         // The init takes its process at the usual CPU share, not the warm one.
         default_cpu_weight(&cg).map_err(|e| limits_error(&e))?;
-        send_process(&mut created, &spec, c)?;
+        send_process(&mut created, c)?;
+        let spec = c
+            .params
+            .spec(&c.id, &c.data_dir.join("rootfs"))
+            .map_err(LauncherError::Setup)?;
         set_limits(&cg, &spec)?;
         Ok(spec)
     });
@@ -656,12 +655,9 @@ fn take(
     monitor::into_running(&main, created, output, logs, log)
 }
 
-/// Sends the request's process to the init, back at the usual priority.
-fn send_process(
-    created: &mut Created,
-    spec: &oci_spec::runtime::Spec,
-    c: &ClaimRequest,
-) -> Result<(), LauncherError> {
+/// Sends the request's process to the init, back at the usual priority. It is the
+/// process of the config [`sandbox::Params::spec`] makes of the request.
+fn send_process(created: &mut Created, c: &ClaimRequest) -> Result<(), LauncherError> {
     let late = LateProcess {
         args: c.params.args.clone(),
         env: c.params.env.clone(),
@@ -669,7 +665,7 @@ fn send_process(
         uid: c.params.uid,
         gid: c.params.gid,
         additional_gids: Vec::new(),
-        hostname: spec.hostname().clone(),
+        hostname: Some(sandbox::short_hostname(&c.id)),
     };
     // The request's process runs at the usual priority, and so does what is left of
     // the claim.
