@@ -16,7 +16,7 @@
 //! A warm container is made for an image once a request names it (the first request of
 //! an image is created the usual way), with that request's limits; as many per image as
 //! the request says (the service's `warm_containers`), for the [`MAX_IMAGES`] images
-//! requested last. It is never
+//! requested last; a claimed one is replaced once the claim is answered. It is never
 //! used for an image replaced since it was made (the image rootfs's device, inode and
 //! ctime are compared at claim).
 //!
@@ -201,7 +201,8 @@ impl Pool {
 
     /// Hands request `seq` to a warm container that fits it; `false` when none does.
     /// Warm containers of the image made before it was replaced are dropped. Either
-    /// way, the image's warm containers are topped up (from this request) for the next.
+    /// way, the image's warm containers are topped up (from this request) for the next:
+    /// at once when none was ready, after the claim is answered otherwise.
     pub(super) fn claim(&mut self, seq: u64, c: &ClaimRequest, blocked: &SigSet) -> bool {
         if self.hand_over(seq, c) {
             // Topped up once the claim is answered ([`Pool::answered`]): a fork now
