@@ -311,10 +311,9 @@ pub fn detach(store: &Store, id: &str, aside: &Path) -> Result<Option<Detached>>
     {
         return Ok(None);
     }
-    let path = cgroup_path(&rec)?;
-    let shared = path == CgroupPath::parse(None, &rec.id, false)?;
+    let shared = has_default_cgroup(&rec)?;
     if shared {
-        Cgroup::open(&path)?.delete()?;
+        Cgroup::open(&cgroup_path(&rec)?)?.delete()?;
     }
     std::fs::rename(lock.dir(), aside)
         .ctx(|| format!("move {} to {}", lock.dir().display(), aside.display()))?;
@@ -335,26 +334,35 @@ impl Detached {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let shared = cgroup_path(&rec)? == CgroupPath::parse(None, &rec.id, false)?;
         Ok(Detached {
+            cgroup: !has_default_cgroup(&rec)?,
             rec,
             dir: dir.to_path_buf(),
-            cgroup: !shared,
         })
     }
 
-    /// The rest of `delete`: the cgroup (empty: the container stopped) and the state.
+    /// The rest of `delete`: the cgroup (empty: the container stopped) and the state
+    /// directory. Both are tried; the first failure is returned.
     pub fn remove(self) -> Result<()> {
-        if self.cgroup {
-            Cgroup::open(&cgroup_path(&self.rec)?)?.delete()?;
-        }
-        match std::fs::remove_dir_all(&self.dir) {
+        let cgroup = match self.cgroup {
+            true => cgroup_path(&self.rec)
+                .and_then(|p| Ok(Cgroup::open(&p)?.delete()?)),
+            false => Ok(()),
+        };
+        let dir = match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).ctx(|| format!("remove {}", self.dir.display()))?
+                Err(e).ctx(|| format!("remove {}", self.dir.display()))
             }
             _ => Ok(()),
-        }
+        };
+        cgroup.and(dir.map_err(Into::into))
     }
+}
+
+/// Whether the container's cgroup is the one a container of its id gets by default
+/// (`/corral/<id>`), and so the one a new container of that id would get.
+fn has_default_cgroup(rec: &Record) -> Result<bool> {
+    Ok(cgroup_path(rec)? == CgroupPath::parse(None, &rec.id, false)?)
 }
 
 /// Waits until the process behind `pidfd` exits, at most `limit`.
