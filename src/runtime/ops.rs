@@ -345,8 +345,7 @@ impl Detached {
     /// directory. Both are tried; the first failure is returned.
     pub fn remove(self) -> Result<()> {
         let cgroup = match self.cgroup {
-            true => cgroup_path(&self.rec)
-                .and_then(|p| Ok(Cgroup::open(&p)?.delete()?)),
+            true => cgroup_path(&self.rec).and_then(|p| Ok(Cgroup::open(&p)?.delete()?)),
             false => Ok(()),
         };
         let dir = match std::fs::remove_dir_all(&self.dir) {

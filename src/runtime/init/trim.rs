@@ -12,6 +12,11 @@ use std::ffi::c_void;
 
 /// `p_flags` bit of a writable segment (elf.h's `PF_W`).
 const PF_W: u32 = 0x2;
+/// elf.h's dynamic-section tags and flag for an object whose text the loader patched.
+const DT_NULL: i64 = 0;
+const DT_TEXTREL: i64 = 22;
+const DT_FLAGS: i64 = 30;
+const DF_TEXTREL: u64 = 0x4;
 
 /// Drops the page-table entries of every read-only `PT_LOAD` segment of the program and
 /// its libraries (`MADV_DONTNEED`): text and read-only data, which no one writes, so the
@@ -50,6 +55,14 @@ unsafe extern "C" fn each_object(
     let page = page_size();
     // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+    // Text relocations make read-only pages the loader wrote: such an object is left
+    // alone (x86-64 code is position-independent; none is expected).
+    if phdrs
+        .iter()
+        .any(|ph| ph.p_type == libc::PT_DYNAMIC && has_text_relocations(info.dlpi_addr, ph))
+    {
+        return 0;
+    }
     for ph in phdrs {
         if ph.p_type != libc::PT_LOAD || ph.p_flags & PF_W != 0 || ph.p_memsz == 0 {
             continue;
@@ -66,6 +79,27 @@ unsafe extern "C" fn each_object(
         }
     }
     0
+}
+
+/// Whether the dynamic section `ph` of the object loaded at `base` asks for text
+/// relocations (`DT_TEXTREL`, or `DF_TEXTREL` in `DT_FLAGS`).
+fn has_text_relocations(base: libc::Elf64_Addr, ph: &libc::Elf64_Phdr) -> bool {
+    let mut dyn_ptr = base.wrapping_add(ph.p_vaddr) as *const [i64; 2];
+    let end = base.wrapping_add(ph.p_vaddr).wrapping_add(ph.p_memsz) as *const [i64; 2];
+    while dyn_ptr < end {
+        // SAFETY: the loaded PT_DYNAMIC segment is an array of (tag, value) pairs ending
+        // at DT_NULL, mapped readable for as long as the object is loaded.
+        let [tag, value] = unsafe { dyn_ptr.read() };
+        match tag {
+            DT_NULL => return false,
+            DT_TEXTREL => return true,
+            DT_FLAGS if value as u64 & DF_TEXTREL != 0 => return true,
+            _ => {}
+        }
+        // SAFETY: still within the segment (checked by the loop).
+        dyn_ptr = unsafe { dyn_ptr.add(1) };
+    }
+    false
 }
 
 fn page_size() -> usize {
@@ -91,6 +125,28 @@ mod tests {
             after < before,
             "file-backed RSS did not shrink: {before} kB -> {after} kB"
         );
+    }
+
+    /// Text relocations are found by tag and by flag, and the walk stops at DT_NULL.
+    #[test]
+    fn text_relocations_are_recognised() {
+        let check = |entries: &[[i64; 2]]| {
+            let ph = libc::Elf64_Phdr {
+                p_type: libc::PT_DYNAMIC,
+                p_flags: 0,
+                p_offset: 0,
+                p_vaddr: entries.as_ptr() as u64,
+                p_paddr: 0,
+                p_filesz: 0,
+                p_memsz: std::mem::size_of_val(entries) as u64,
+                p_align: 8,
+            };
+            has_text_relocations(0, &ph)
+        };
+        assert!(!check(&[[DT_FLAGS, 0x8], [DT_NULL, 0]]));
+        assert!(check(&[[DT_FLAGS, 0x8 | DF_TEXTREL as i64], [DT_NULL, 0]]));
+        assert!(check(&[[1, 5], [DT_TEXTREL, 0], [DT_NULL, 0]]));
+        assert!(!check(&[[DT_NULL, 0], [DT_TEXTREL, 0]]));
     }
 
     fn rss_file_kb() -> u64 {
