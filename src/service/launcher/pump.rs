@@ -168,11 +168,11 @@ fn reap(created: &Created) -> ExitRecord {
 /// Whether the OOM killer killed a process of the container: v1 `memory.oom_control`
 /// or v2 `memory.events`, `oom_kill`.
 fn oom_killed(rec: &Record) -> bool {
-    let stats = CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)
+    let count = CgroupPath::parse(Some(&rec.cgroup_path), &rec.id, rec.systemd_cgroup)
         .and_then(|p| Cgroup::open_only(&p, &["memory"]))
-        .and_then(|cg| cg.stats());
-    match stats {
-        Ok(s) => s.memory.and_then(|m| m.oom_kill_count).unwrap_or(0) > 0,
+        .and_then(|cg| cg.oom_kill_count());
+    match count {
+        Ok(n) => n.unwrap_or(0) > 0,
         Err(e) => {
             // Usually a `delete --force` that removed the cgroup while the init died.
             tracing::debug!("container {}: read the OOM kill count: {e}", rec.id);

@@ -84,6 +84,22 @@ impl Cgroup {
         }
     }
 
+    /// Processes of the cgroup the OOM killer killed (v1 `oom_kill` of
+    /// `memory.oom_control`, v2 of `memory.events`): one read, for a monitor that needs
+    /// no other figure. `None` on kernels that do not count them.
+    pub fn oom_kill_count(&self) -> Result<Option<u64>, CgroupError> {
+        let file = match self.layout.mode {
+            CgroupMode::V2 => self.v2_dir()?.join("memory.events"),
+            CgroupMode::V1 | CgroupMode::Hybrid => self
+                .v1_dir("memory")
+                .ok_or_else(|| {
+                    CgroupError::NoHierarchy(format!("memory for cgroup {}", self.path))
+                })?
+                .join("memory.oom_control"),
+        };
+        Ok(fsutil::flat_keyed(&fsutil::read(&file)?, "oom_kill"))
+    }
+
     /// The cgroup's directory in V2 mode.
     fn v2_dir(&self) -> Result<&Path, CgroupError> {
         self.unified

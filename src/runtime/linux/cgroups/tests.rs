@@ -187,6 +187,7 @@ fn processes_stats_freeze_and_kill() {
     assert_eq!(mem.limit, Some(128 << 20));
     assert!(mem.peak.unwrap() >= mem.usage);
     assert_eq!(mem.oom_kill_count, Some(0));
+    assert_eq!(g.cg().oom_kill_count().unwrap(), Some(0));
     // user/system are tick-sampled, the total is exact: no order between them to test.
     assert!(s.cpu.is_some());
     let json = serde_json::to_string(&s).unwrap();
