@@ -617,6 +617,15 @@ async fn bad_requests() {
         (400, "urn:corral:problem:invalid-id"),
         "{v}"
     );
+    // Ids with a leading dot name the service's own directories (.trash, .warm).
+    for id in [".trash", ".warm", ".x"] {
+        let (st, v) = create(&s, json!({"id": id, "image": "busybox"})).await;
+        assert_eq!(
+            (st, problem_type(&v)),
+            (400, "urn:corral:problem:invalid-id"),
+            "{id}: {v}"
+        );
+    }
     let (st, v) = create(&s, json!({"image": "no-such-image"})).await;
     assert_eq!(st, 400, "{v}");
     let (st, v) = create(&s, json!({"image": "busybox", "process": {"args": "sh"}})).await;

@@ -274,8 +274,11 @@ fn warm_containers(s: &Server) -> Vec<String> {
 
 /// Waits (up to 5 s) for the state roots of `s` (its own, and its runners') to hold no
 /// container but warm ones: the runner removes a run's containers just after the answer.
+/// The service's own directories (a leading dot) are no containers, but what is in its
+/// `.trash` (containers deleted, not yet removed) counts.
 async fn assert_no_containers_soon(s: &Server) {
-    let roots = [s.dir.path().join("run"), run_store(s)];
+    let run = s.dir.path().join("run");
+    let roots = [run.clone(), run_store(s), run.join(".trash")];
     let mut left = Vec::new();
     for _ in 0..100 {
         left = roots
@@ -287,7 +290,7 @@ async fn assert_no_containers_soon(s: &Server) {
             })
             .filter(|n| {
                 let n = n.to_string_lossy();
-                n != ".warm-box" && !n.starts_with(corral::service::runs::WARM_PREFIX)
+                !n.starts_with('.') && !n.starts_with(corral::service::runs::WARM_PREFIX)
             })
             .collect::<Vec<_>>();
         if left.is_empty() {

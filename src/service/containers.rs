@@ -209,6 +209,13 @@ impl Containers {
                 "invalid container id: longer than 128 bytes".to_string(),
             ));
         }
+        // The service keeps its own directories (.trash, .warm) beside its containers'.
+        if id.starts_with('.') {
+            return Err(ServiceError::new(
+                ErrorKind::InvalidId,
+                format!("invalid container id {id:?}: a leading '.' is reserved"),
+            ));
+        }
         if self.ids().len() >= self.cfg.limits.max_containers {
             return Err(ServiceError::new(
                 ErrorKind::Conflict,
