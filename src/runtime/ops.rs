@@ -325,19 +325,14 @@ pub fn detach(store: &Store, id: &str, aside: &Path) -> Result<Option<Detached>>
 }
 
 impl Detached {
-    /// A container detached into `dir` and not removed (its process stopped first).
-    pub fn at(dir: &Path) -> Result<Detached> {
-        let path = dir.join(super::state::STATE_FILE);
-        let data = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
-        let rec: Record =
-            serde_json::from_slice(&data).map_err(|e| super::state::StateError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+    /// The container detached as `name` into the store `aside` and not removed (the
+    /// process that detached it stopped first).
+    pub fn at(aside: &Store, name: &str) -> Result<Detached> {
+        let rec = aside.load(name)?;
         Ok(Detached {
             cgroup: !has_default_cgroup(&rec)?,
             rec,
-            dir: dir.to_path_buf(),
+            dir: aside.dir(name),
         })
     }
 

@@ -641,11 +641,12 @@ impl Containers {
             .is_ok();
         let removal = async move {
             if let Some(d) = detached {
-                let removed = tokio::task::spawn_blocking(move || d.remove()).await;
-                match removed {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("remove a deleted container's state: {e}"),
-                    Err(e) => tracing::warn!("remove a deleted container's state: {e}"),
+                let removed =
+                    tokio::task::spawn_blocking(move || d.remove().map_err(|e| e.to_string()))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                if let Err(e) = removed {
+                    tracing::warn!("remove a deleted container's state: {e}");
                 }
             }
             remove_container_dir(if moved { trash } else { dir }).await

@@ -59,9 +59,11 @@ impl Launcher {
     pub fn clean_detached(&self) -> std::io::Result<()> {
         let dir = self.root.join(DETACHED_DIR);
         std::fs::create_dir_all(&dir)?;
+        let aside = Store::new(&dir);
         for left in std::fs::read_dir(&dir)?.flatten() {
             let path = left.path();
-            let removed = Detached::at(&path).and_then(Detached::remove);
+            let name = left.file_name().to_string_lossy().into_owned();
+            let removed = Detached::at(&aside, &name).and_then(Detached::remove);
             if let Err(e) = removed {
                 tracing::warn!("remove the detached container {}: {e}", path.display());
                 let _ = std::fs::remove_dir_all(&path);
