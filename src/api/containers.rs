@@ -91,6 +91,11 @@ pub async fn create(
     req: Request,
 ) -> ApiResult<Response> {
     let ctype = media_type(req.headers());
+    let strictness = if identity.role == Role::Admin {
+        Strictness::Relaxed
+    } else {
+        Strictness::Enforce
+    };
     let view = match ctype.as_str() {
         "application/json" => {
             if q.id.is_some() {
@@ -103,15 +108,10 @@ pub async fn create(
             let create: CreateFromImage = parse_json(&body)?;
             state
                 .containers
-                .create_from_image(create, identity.role.as_str())
+                .create_from_image(create, strictness, identity.role.as_str())
                 .await?
         }
         "application/x-tar" | "application/tar" | "application/gzip" | "application/x-gzip" => {
-            let strictness = if identity.role == Role::Admin {
-                Strictness::Relaxed
-            } else {
-                Strictness::Enforce
-            };
             let (parts, body) = req.into_parts();
             let (reader, watch) = upload_reader(body, &parts.headers, BodyLimits::of(&state.cfg))?;
             state

@@ -22,6 +22,16 @@ use crate::runtime::{ops, run};
 /// Entry point of the binary: parses arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // The commands that make container processes run from a sealed copy of the binary
+    // (CVE-2019-5736): a container must never reach the host's file.
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_) | Command::Serve(_)
+    ) && let Err(e) = crate::runtime::linux::exe::reexec_sealed()
+    {
+        eprintln!("corral: {e}");
+        return 1;
+    }
     // `serve` sets up its own logging (its format and level come from its config).
     let guard = logging::init(&cli, !matches!(cli.command, Command::Serve(_)));
     match dispatch(&cli) {

@@ -95,7 +95,9 @@ async fn serve(
     store: Arc<ImageStore>,
     images: Arc<Images>,
 ) -> Result<()> {
-    let exe = crate::runtime::linux::process::current_exe()?;
+    // The service runs from a sealed copy of its binary (cli::main): its launcher, and
+    // so every container's init, is the same copy.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     // Warm containers of a launcher that did not exit cleanly are of no use to anyone.
     crate::service::launcher::pool::clean_stale(&cfg.root, &cfg.data);
     let launcher = Arc::new(Launcher::spawn(&exe, &cfg.root, &cfg.data).await?);

@@ -26,7 +26,7 @@ use super::linux::error::{Context, SysError};
 use super::linux::process::{Forked, clone_process, pidfd_send_signal, start_time};
 use super::linux::sync::{self, Message};
 use super::plan::{self, Plan};
-use super::state::{EXEC_FIFO, Lock, Record, Store, now_rfc3339};
+use super::state::{EXEC_ERROR, EXEC_FIFO, Lock, Record, Store, now_rfc3339};
 use super::{OCI_VERSION, id, oci_state};
 
 /// The options of `create` (and of the create half of `run`).
@@ -311,14 +311,18 @@ fn launch(
     );
     let (parent, child) = sync::channel()?;
 
-    // The state directory, for the init to report a failure after `start` (see
-    // init::launch); opened here, while the host's paths are still reachable.
-    let state_dir: OwnedFd = nix::fcntl::open(
-        &dir,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
+    // Where the init reports a failure after `start` (see init::launch): a file opened
+    // here, while the host's paths are reachable. Never the state directory itself: a
+    // directory fd would lead out of the root from /proc/self/fd (CVE-2024-21626).
+    let error_path = dir.join(EXEC_ERROR);
+    let exec_error: OwnedFd = nix::fcntl::open(
+        &error_path,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
     )
-    .ctx(|| format!("open {}", dir.display()))?;
+    .ctx(|| format!("open {}", error_path.display()))?;
+    // Read here, so that the init (a copy of this process) need not read it.
+    let argv_area = super::linux::process::argv_area();
     let restore = enter_for_children(plan)?;
     let forked = clone_process(plan.clone_flags);
     if !matches!(forked, Ok(Forked::Child)) {
@@ -332,7 +336,8 @@ fn launch(
                 plan,
                 sync: child,
                 fifo: Some(fifo),
-                state_dir: Some(state_dir),
+                exec_error: Some(exec_error),
+                argv_area,
                 console_socket: console,
                 preserve_fds: opts.preserve_fds,
                 no_pivot: opts.no_pivot,
@@ -348,7 +353,7 @@ fn launch(
     };
     drop(child);
     drop(fifo);
-    drop(state_dir);
+    drop(exec_error);
     drop(console);
     let pidfd_copy = pidfd.try_clone().ctx(|| "dup pidfd".into())?;
     undo.child = Some((pid, pidfd_copy));

@@ -122,9 +122,14 @@ pub fn start_created(lock: &Lock, rec: &Record) -> Result<()> {
     drop(fifo);
     std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
     let err_path = lock.dir().join(EXEC_ERROR);
-    if let Ok(reason) = std::fs::read_to_string(&err_path) {
+    // The init made it empty at create; it holds a reason if what follows `start` failed:
+    // the exec of the process, a startContainer hook, a late seccomp filter. Each is the
+    // container's own configuration or content, not the host's failure.
+    if let Ok(reason) = std::fs::read_to_string(&err_path)
+        && !reason.is_empty()
+    {
         let _ = std::fs::remove_file(&err_path);
-        return Err(Error::Init {
+        return Err(Error::InitConfig {
             id: id.to_string(),
             reason,
         });

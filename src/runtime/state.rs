@@ -92,8 +92,8 @@ impl Lock {
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
-/// Written by the init when it fails between `start` and exec (a startContainer hook, a
-/// late seccomp filter, execve itself).
+/// Made empty at create, and written by the init when it fails between `start` and exec
+/// (a startContainer hook, a late seccomp filter, execve itself).
 pub const EXEC_ERROR: &str = "exec.error";
 
 impl Store {

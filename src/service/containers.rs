@@ -240,6 +240,7 @@ impl Containers {
     pub async fn create_from_image(
         &self,
         req: CreateFromImage,
+        strictness: policy::Strictness,
         owner: &str,
     ) -> Result<ContainerView, ServiceError> {
         if req.terminal {
@@ -296,11 +297,28 @@ impl Containers {
             }
             env.push(e.clone());
         }
+        super::exec_size::check(&[("process.args", &args), ("process.env", &env)])
+            .map_err(ServiceError::bad)?;
+        let cwd = req.process.cwd.clone().unwrap_or_else(|| "/".into());
+        if strictness == policy::Strictness::Enforce {
+            let mut violations = Vec::new();
+            policy::system_paths::check(
+                &policy::system_paths::ProcessPaths {
+                    cwd: Some(("process.cwd", &cwd)),
+                    args: Some(("process.args", &args)),
+                    env: Some(("process.env", &req.process.env)),
+                },
+                &mut violations,
+            );
+            if !violations.is_empty() {
+                return Err(ServiceError::policy(violations));
+            }
+        }
         let user = req.process.user.unwrap_or_default();
         let params = sandbox::Params {
             args,
             env,
-            cwd: req.process.cwd.clone().unwrap_or_else(|| "/".into()),
+            cwd,
             uid: user.uid,
             gid: user.gid,
             memory_bytes: memory,
@@ -407,6 +425,12 @@ impl Containers {
                 }
             ))
         })?;
+        if let Some(p) = spec.process() {
+            let args = p.args().clone().unwrap_or_default();
+            let env = p.env().clone().unwrap_or_default();
+            super::exec_size::check(&[("process.args", &args), ("process.env", &env)])
+                .map_err(|e| ServiceError::bad(format!("config.json: {e}")))?;
+        }
         if let Err(violations) = policy::check(&spec, &bundle, strictness) {
             return Err(ServiceError::policy(violations));
         }
@@ -634,11 +658,18 @@ impl Containers {
             .dir
             .join(TRASH_DIR)
             .join(format!("{id}.{}", uuid::Uuid::new_v4().simple()));
-        let moved = std::fs::rename(&dir, &trash)
-            .inspect_err(|e| {
-                tracing::debug!("move {} aside: {e}; removing it in place", dir.display())
-            })
-            .is_ok();
+        // The rename is what decides between deletes of one id that race: the one that
+        // moves the directory deleted the container, the others find it gone (404).
+        let moved = match std::fs::rename(&dir, &trash) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ServiceError::not_found(id));
+            }
+            Err(e) => {
+                tracing::debug!("move {} aside: {e}; removing it in place", dir.display());
+                false
+            }
+        };
         let removal = async move {
             if let Some(d) = detached {
                 let removed =

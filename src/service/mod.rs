@@ -4,6 +4,7 @@
 pub mod config;
 pub mod containers;
 mod dir_watch;
+pub mod exec_size;
 pub mod images;
 pub mod images_dir;
 pub mod launcher;

@@ -95,20 +95,68 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// The default seccomp profile (`linux.seccomp`).
-pub fn default_seccomp() -> Value {
+/// The address families a sandbox may open sockets in: `AF_UNIX`, `AF_INET`, `AF_INET6`.
+/// Every other family is refused with EAFNOSUPPORT, `AF_VSOCK` above all: it is not
+/// confined by network namespaces and leads to the hypervisor's side. A container made
+/// from an image may also open `AF_NETLINK` sockets of `NETLINK_ROUTE` (what `ip` and
+/// glibc's `getifaddrs` use); a judged run may not.
+pub const SOCKET_FAMILIES: [u64; 3] = [
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+];
+
+/// Which kind of sandbox a default profile is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A long-running container from an image: `AF_NETLINK` route sockets too.
+    Container,
+    /// A judged run's execution.
+    Run,
+}
+
+/// The default seccomp profile (`linux.seccomp`) of `profile`.
+pub fn default_seccomp(profile: Profile) -> Value {
+    let mut rules = vec![
+        json!({ "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM }),
+        // clone(2) with CLONE_NEWUSER (0x10000000): no user namespaces from inside.
+        json!({ "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
+          "args": [{ "index": 0, "value": 0x1000_0000u64, "valueTwo": 0x1000_0000u64, "op": "SCMP_CMP_MASKED_EQ" }] }),
+        // clone3 passes flags in memory that seccomp cannot read: refuse it with ENOSYS
+        // so that libc falls back to clone(2), which the rule above checks.
+        json!({ "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS }),
+    ];
+    let mut allowed: Vec<u64> = SOCKET_FAMILIES.to_vec();
+    if profile == Profile::Container {
+        allowed.push(libc::AF_NETLINK as u64);
+        // Netlink of any protocol but NETLINK_ROUTE (0): arguments 0 and 2 in one rule.
+        rules.push(
+            json!({ "names": ["socket", "socketpair"], "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EAFNOSUPPORT,
+            "args": [
+                { "index": 0, "value": libc::AF_NETLINK as u64, "op": "SCMP_CMP_EQ" },
+                { "index": 2, "value": libc::NETLINK_ROUTE as u64, "op": "SCMP_CMP_NE" }
+            ] }),
+        );
+    }
+    // The default action allows, so the refused families are listed: each one below
+    // the highest allowed, and every one above it (a family the kernel adds later too).
+    // The family is an int: only its low 32 bits count (SCMP_CMP_MASKED_EQ).
+    let top = allowed.iter().copied().max().unwrap_or(0);
+    for family in (0..top).filter(|f| !allowed.contains(f)) {
+        rules.push(json!({ "names": ["socket", "socketpair"], "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EAFNOSUPPORT,
+            "args": [{ "index": 0, "value": 0xffff_ffffu64, "valueTwo": family, "op": "SCMP_CMP_MASKED_EQ" }] }));
+    }
+    rules.push(
+        json!({ "names": ["socket", "socketpair"], "action": "SCMP_ACT_ERRNO",
+        "errnoRet": libc::EAFNOSUPPORT,
+        "args": [{ "index": 0, "value": top + 1, "op": "SCMP_CMP_GE" }] }),
+    );
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
-        "syscalls": [
-            { "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 },
-            // clone(2) with CLONE_NEWUSER (0x10000000): no user namespaces from inside.
-            { "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-              "args": [{ "index": 0, "value": 0x1000_0000u64, "valueTwo": 0x1000_0000u64, "op": "SCMP_CMP_MASKED_EQ" }] },
-            // clone3 passes flags in memory that seccomp cannot read: refuse it with ENOSYS
-            // so that libc falls back to clone(2), which the rule above checks.
-            { "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38 }
-        ]
+        "syscalls": rules
     })
 }
 
@@ -215,7 +263,7 @@ pub fn spec(req: &SandboxRequest<'_>, rootfs: &Path) -> Result<Spec, String> {
             },
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
-            "seccomp": default_seccomp()
+            "seccomp": default_seccomp(Profile::Container)
         }
     });
     serde_json::from_value(doc).map_err(|e| format!("internal sandbox config: {e}"))
@@ -229,4 +277,88 @@ pub fn default_caps() -> Vec<&'static str> {
 /// The hostname of container `id`: its id, cut to the 63 bytes a hostname may hold.
 pub fn short_hostname(id: &str) -> String {
     id.chars().take(63).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `socket(family, type, protocol)` answers under `profile`'s filter: 0 for a
+    /// socket, else the errno. The filter is installed in a forked child.
+    fn socket_under(profile: Profile, family: i32, typ: i32, protocol: i32) -> i32 {
+        let spec: oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_value(default_seccomp(profile)).expect("the profile parses");
+        let prog = crate::runtime::linux::seccomp::compile(&spec).expect("the profile compiles");
+        // SAFETY: the child installs the filter, makes one socket call and leaves with
+        // _exit; glibc keeps malloc usable after fork.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let _ = nix::sys::prctl::set_no_new_privs();
+                let code = match prog.install() {
+                    // SAFETY: socket(2) with plain integers.
+                    Ok(()) => match unsafe { libc::socket(family, typ, protocol) } {
+                        fd if fd >= 0 => 0,
+                        _ => nix::errno::Errno::last_raw(),
+                    },
+                    Err(_) => 255,
+                };
+                // SAFETY: _exit ends the forked child without running the test harness.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).expect("waitpid") {
+                    nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                    other => panic!("the probe ended with {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sockets_only_in_the_allowed_families() {
+        let stream = libc::SOCK_STREAM;
+        let dgram = libc::SOCK_DGRAM;
+        for profile in [Profile::Container, Profile::Run] {
+            for family in [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6] {
+                assert_eq!(
+                    socket_under(profile, family, stream, 0),
+                    0,
+                    "{profile:?} {family}"
+                );
+            }
+            for (family, typ) in [
+                (libc::AF_VSOCK, stream),
+                (libc::AF_PACKET, dgram),
+                (libc::AF_KEY, libc::SOCK_RAW),
+                (libc::AF_ALG, libc::SOCK_SEQPACKET),
+                (libc::AF_BLUETOOTH, stream),
+                (libc::AF_XDP, libc::SOCK_RAW),
+                (0, stream),
+                (200, stream),
+                (-1, stream),
+            ] {
+                assert_eq!(
+                    socket_under(profile, family, typ, 0),
+                    libc::EAFNOSUPPORT,
+                    "{profile:?} family {family}"
+                );
+            }
+        }
+        let raw = libc::SOCK_RAW;
+        let route = libc::NETLINK_ROUTE;
+        assert_eq!(
+            socket_under(Profile::Container, libc::AF_NETLINK, raw, route),
+            0
+        );
+        for protocol in [libc::NETLINK_AUDIT, libc::NETLINK_KOBJECT_UEVENT] {
+            assert_eq!(
+                socket_under(Profile::Container, libc::AF_NETLINK, raw, protocol),
+                libc::EAFNOSUPPORT
+            );
+        }
+        assert_eq!(
+            socket_under(Profile::Run, libc::AF_NETLINK, raw, route),
+            libc::EAFNOSUPPORT
+        );
+    }
 }

@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sched::{CloneFlags, setns};
 
+use crate::runtime::init::confine;
 use crate::runtime::init::exec as program;
 use crate::runtime::init::{
     close_fds_except, close_range_cloexec, reset_signals, setgroups_allowed,
@@ -75,6 +76,8 @@ fn setup(ctx: &mut ChildContext<'_>, config_error: &std::cell::Cell<bool>) -> Sy
     nix::sys::prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE, 0)".into())?;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    // Taken while the host's /proc is still the one mounted here.
+    let exe = confine::RuntimeExe::current();
     let keep_below = 3 + ctx.preserve_fds;
     ctx.sync.move_above(keep_below)?;
     if let Some(s) = ctx.console_socket.take() {
@@ -130,13 +133,18 @@ fn setup(ctx: &mut ChildContext<'_>, config_error: &std::cell::Cell<bool>) -> Sy
         nix::errno::Errno::result(ret)
             .ctx(|| format!("setrlimit {} {}:{}", r.name, r.soft, r.hard))?;
     }
+    // Every fd the process is not meant to have becomes close-on-exec before a filter is
+    // in place: what the runtime does after it must not depend on what the profile
+    // allows (close_range is missing from many).
+    close_range_cloexec(keep_below)?;
+    nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
+    let setgroups_ok = !user_ns || setgroups_allowed();
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we hold it.
     if !p.no_new_privileges
         && let Some(s) = ctx.seccomp
     {
         s.install().ctx(|| "install seccomp filter".into())?;
     }
-    let setgroups_ok = !user_ns || setgroups_allowed();
     identity::switch(
         p.uid,
         p.gid,
@@ -147,14 +155,13 @@ fn setup(ctx: &mut ChildContext<'_>, config_error: &std::cell::Cell<bool>) -> Sy
     if let Some(mask) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    nix::unistd::chdir(&p.cwd)
-        .ctx(|| format!("chdir to cwd {}", p.cwd.display()))
-        .inspect_err(|_| config_error.set(true))?;
+    // Inside the container's root, or the exec fails (CVE-2024-21626).
+    confine::chdir_inside(&p.cwd).inspect_err(|_| config_error.set(true))?;
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
     }
-    let prog = program::lookup(&p.args[0], &p.env).inspect_err(|_| config_error.set(true))?;
-    close_range_cloexec(keep_below)?;
-    nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
+    let prog = program::lookup(&p.args[0], &p.env)
+        .and_then(|prog| confine::check_program(&prog, exe).map(|()| prog))
+        .inspect_err(|_| config_error.set(true))?;
     Ok(prog)
 }

@@ -7,6 +7,7 @@
 //! This code runs in a forked copy of the single-threaded runtime process; on error it
 //! sends the message to the parent and exits.
 
+pub(super) mod confine;
 pub(super) mod exec;
 mod rootfs;
 mod trim;
@@ -21,7 +22,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use oci_spec::runtime::Hook;
 
 use super::linux::error::{Context, SysError, SysResult};
-use super::linux::process::exit_now;
+use super::linux::process::{self, exit_now};
 use super::linux::sync::{Channel, Message, dup_above};
 use super::linux::{console, identity};
 use super::plan::{Plan, ProcessPlan};
@@ -32,9 +33,13 @@ pub struct InitContext<'a> {
     pub sync: Channel,
     /// The read end of the exec fifo: `start` writes one byte into it.
     pub fifo: Option<OwnedFd>,
-    /// The container's state directory (`O_PATH`), where a failure after `start` is
-    /// written for `start` to report (`exec.error`).
-    pub state_dir: Option<OwnedFd>,
+    /// `exec.error` in the container's state directory, opened for writing: a failure
+    /// after `start` is written there for `start` to report. A file, never the
+    /// directory: no fd the init holds may lead out of the root (see [`confine`]).
+    pub exec_error: Option<OwnedFd>,
+    /// Where this process's argument strings are ([`process::argv_area`]), read by the
+    /// runtime before the clone: the init shows a neutral command line.
+    pub argv_area: Option<(usize, usize)>,
     pub console_socket: Option<OwnedFd>,
     pub preserve_fds: i32,
     pub no_pivot: bool,
@@ -72,6 +77,8 @@ struct Ready {
     state: String,
     /// The process given after create (a warm container), in place of the plan's.
     late: Option<ProcessPlan>,
+    /// The runtime's own binary, which the program must not be.
+    exe: Option<confine::RuntimeExe>,
 }
 
 /// Waits for `start`, runs startContainer hooks, loads a late seccomp filter and execs.
@@ -83,8 +90,8 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     // (at exit), so that `start`, which waits for the fifo to close, can report it.
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
         let msg = e.to_string();
-        if let Some(dir) = &ctx.state_dir {
-            let _ = report_exec_error(dir, &msg);
+        if let Some(file) = &ctx.exec_error {
+            let _ = nix::unistd::write(file, msg.as_bytes());
         }
         let _ = writeln!(std::io::stderr(), "corral: {msg}");
         exit_now(code)
@@ -110,7 +117,7 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
     }
     let late;
     let program = if plan.resolve_at_start {
-        late = match resolve(process) {
+        late = match resolve(process, ready.exe) {
             Ok(p) => p,
             Err(e) => fail(
                 &e,
@@ -157,12 +164,15 @@ fn launch(ctx: &InitContext<'_>, ready: &Ready) -> ! {
 }
 
 /// Changes to the process's cwd and looks its program up: the last steps of setup, or
-/// the first after `start` under [`Plan::resolve_at_start`].
-fn resolve(p: &ProcessPlan) -> Result<CString, SysError> {
+/// the first after `start` under [`Plan::resolve_at_start`]. Both must stay inside the
+/// container's root ([`confine`]).
+fn resolve(p: &ProcessPlan, exe: Option<confine::RuntimeExe>) -> Result<CString, SysError> {
     // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
     // the final user so that permissions apply.
-    nix::unistd::chdir(&p.cwd).ctx(|| format!("chdir to cwd {}", p.cwd.display()))?;
-    exec::lookup(&p.args[0], &p.env)
+    confine::chdir_inside(&p.cwd)?;
+    let program = exec::lookup(&p.args[0], &p.env)?;
+    confine::check_program(&program, exe)?;
+    Ok(program)
 }
 
 /// pid 1 under the reaper annotation: holds no fd but `status_fd` (so the exec fifo,
@@ -200,12 +210,17 @@ fn close_all_but(keep: i32) {
 }
 
 fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
+    // The container sees the init as its pid 1 (for good under the reaper): its command
+    // line must not show the runtime's, with the host's paths in it.
+    process::set_cmdline(ctx.argv_area, process::INIT_CMDLINE);
     // Keep the host's runtime binary out of reach (/proc/<pid>/exe, ptrace) until exec,
     // which resets dumpability from the new program's credentials.
     nix::sys::prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE, 0)".into())?;
     // Die with the runtime while it still supervises the setup.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    // Taken while the host's /proc is still mounted here.
+    let exe = confine::RuntimeExe::current();
     // Internal fds go above the ones the container keeps, close-on-exec.
     let keep_below = 3 + ctx.preserve_fds;
     ctx.sync.move_above(keep_below)?;
@@ -215,15 +230,15 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     if let Some(s) = ctx.console_socket.take() {
         ctx.console_socket = Some(dup_above(&s, keep_below)?);
     }
-    if let Some(d) = ctx.state_dir.take() {
-        ctx.state_dir = Some(dup_above(&d, keep_below)?);
+    if let Some(f) = ctx.exec_error.take() {
+        ctx.exec_error = Some(dup_above(&f, keep_below)?);
     }
     // Everything else the runtime had open (the state lock, pidfds, ...) is closed now:
     // the init outlives the runtime, and must not hold its files.
     let mut keep = vec![ctx.sync.as_fd().as_raw_fd()];
     keep.extend(ctx.fifo.as_ref().map(|f| f.as_raw_fd()));
     keep.extend(ctx.console_socket.as_ref().map(|f| f.as_raw_fd()));
-    keep.extend(ctx.state_dir.as_ref().map(|f| f.as_raw_fd()));
+    keep.extend(ctx.exec_error.as_ref().map(|f| f.as_raw_fd()));
     close_fds_except(keep_below, &keep)?;
     let ctx: &InitContext<'_> = ctx;
     let plan = ctx.plan;
@@ -335,13 +350,18 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
         nix::errno::Errno::result(ret)
             .ctx(|| format!("setrlimit {} {}:{}", r.name, r.soft, r.hard))?;
     }
+    // Every fd the container is not meant to have becomes close-on-exec, before a
+    // filter is in place: what the runtime does after it must not depend on what the
+    // profile allows (close_range is missing from many).
+    close_range_cloexec(keep_below)?;
+    nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
+    let setgroups_allowed = !plan.user_ns() || setgroups_allowed();
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we hold it.
     if !p.no_new_privileges
         && let Some(prog) = &plan.seccomp
     {
         prog.install().ctx(|| "install seccomp filter".into())?;
     }
-    let setgroups_allowed = !plan.user_ns() || setgroups_allowed();
     identity::switch(
         p.uid,
         p.gid,
@@ -358,16 +378,14 @@ fn setup(ctx: &mut InitContext<'_>) -> Result<Ready, SysError> {
     let program = if plan.resolve_at_start {
         p.args[0].clone()
     } else {
-        resolve(p).inspect_err(|_| ctx.config_error.set(true))?
+        resolve(p, exe).inspect_err(|_| ctx.config_error.set(true))?
     };
-    // Every fd the container is not meant to have becomes close-on-exec.
-    close_range_cloexec(keep_below)?;
-    nix::sys::prctl::set_pdeathsig(None).ctx(|| "clear PR_SET_PDEATHSIG".into())?;
     ctx.sync.send(&Message::Ready)?;
     Ok(Ready {
         program,
         state,
         late: late.map(|(p, _)| p),
+        exe,
     })
 }
 
@@ -459,19 +477,6 @@ pub(super) fn reset_signals() {
         };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-}
-
-/// Writes `msg` to `exec.error` in the state directory (by fd: the init is past
-/// pivot_root).
-fn report_exec_error(dir: &OwnedFd, msg: &str) -> nix::Result<()> {
-    use nix::fcntl::{OFlag, openat};
-    let fd = openat(
-        dir,
-        super::state::EXEC_ERROR,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )?;
-    nix::unistd::write(&fd, msg.as_bytes()).map(drop)
 }
 
 pub(super) fn setgroups_allowed() -> bool {

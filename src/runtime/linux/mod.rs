@@ -3,6 +3,7 @@
 pub mod cgroups;
 pub mod console;
 pub mod error;
+pub mod exe;
 pub mod fs;
 pub mod identity;
 pub mod mount;

@@ -2,13 +2,12 @@
 //! child, and the start time that tells a live init from a recycled pid.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
-use super::error::{Context, SysError, SysResult};
+use super::error::{SysError, SysResult};
 
 /// `struct clone_args` of `<linux/sched.h>` (version 2, with `cgroup`).
 #[repr(C)]
@@ -116,9 +115,42 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-/// The path of the currently running executable.
-pub fn current_exe() -> SysResult<PathBuf> {
-    std::fs::read_link("/proc/self/exe").ctx(|| "readlink /proc/self/exe".into())
+/// The command line a container's init shows in `/proc/<pid>/cmdline` until it execs
+/// (and for good under the reaper): nothing of the host's paths, state or data dirs.
+pub const INIT_CMDLINE: &[u8] = b"corral\0init\0";
+
+/// Where the kernel keeps this process's argument strings (`arg_start`, `arg_end`:
+/// fields 48 and 49 of `/proc/self/stat`), read once per process: a forked child has
+/// the same addresses, so the runtime reads them before it clones an init.
+pub fn argv_area() -> Option<(usize, usize)> {
+    static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        // `rest` starts at field 3.
+        let mut fields = rest.split(' ').skip(48 - 3);
+        let start = fields.next()?.parse().ok()?;
+        let end = fields.next()?.parse().ok()?;
+        (start < end).then_some((start, end))
+    })
+}
+
+/// Replaces this process's command line (as `/proc/<pid>/cmdline` shows it) with
+/// `cmdline` (NUL-separated words), cut to the length of the original: the argument
+/// strings are overwritten in place, and the rest of their area is zeroed.
+pub fn set_cmdline(area: Option<(usize, usize)>, cmdline: &[u8]) {
+    let Some((start, end)) = area else { return };
+    let len = end - start;
+    let n = cmdline.len().min(len);
+    // SAFETY: [start, end) is the argument string area the kernel laid out on this
+    // process's own stack (read from /proc/self/stat of this process or of the parent
+    // it was forked from, whose address space this is a copy of); it is mapped and
+    // writable. What still points into it (glibc's argv) reads the new strings.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
+        area[..n].copy_from_slice(&cmdline[..n]);
+        area[n..].fill(0);
+    }
 }
 
 /// Exits the current (forked) process immediately, without running destructors or
@@ -138,5 +170,32 @@ mod tests {
         let a = start_time(me).expect("start time of self");
         assert_eq!(Some(a), start_time(me));
         assert!(start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_forked_child_shows_the_new_cmdline() {
+        let area = argv_area();
+        assert!(area.is_some(), "arg_start and arg_end must be readable");
+        // SAFETY: the child only overwrites its own copy of the argument area, reads a
+        // proc file and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                set_cmdline(area, INIT_CMDLINE);
+                let seen = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+                let ok = seen.starts_with(INIT_CMDLINE)
+                    && seen.iter().skip(INIT_CMDLINE.len()).all(|b| *b == 0);
+                // SAFETY: _exit ends the forked child without running the test harness.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+                let mine = std::fs::read("/proc/self/cmdline").expect("cmdline");
+                assert!(
+                    !mine.starts_with(INIT_CMDLINE),
+                    "the parent's must not change"
+                );
+            }
+        }
     }
 }

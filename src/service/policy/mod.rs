@@ -25,6 +25,7 @@ mod rootfs;
 mod seccomp;
 mod service_owned;
 mod sysctl;
+pub mod system_paths;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use oci_spec::runtime::{IOPriorityClass, LinuxSchedulerPolicy, PosixRlimitType, Process};
 
-use super::{Violation, capabilities};
+use super::{Violation, capabilities, system_paths};
 
 /// `RLIMIT_NICE` is `20 - nice`: 20 allows nice 0, more allows raising priority.
 const MAX_RLIMIT_NICE: u64 = 20;
@@ -19,6 +19,17 @@ pub(super) fn check(process: Option<&Process>, out: &mut Vec<Violation>) {
         ));
     }
     capabilities::check(process.capabilities().as_ref(), out);
+    let cwd = process.cwd().to_string_lossy();
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    system_paths::check(
+        &system_paths::ProcessPaths {
+            cwd: Some(("process.cwd", &cwd)),
+            args: Some(("process.args", &args)),
+            env: Some(("process.env", &env)),
+        },
+        out,
+    );
 
     if is_set(process.apparmor_profile().as_deref()) {
         out.push(Violation::new(

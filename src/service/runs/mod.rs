@@ -165,6 +165,10 @@ impl Runs {
         let checked = req
             .check(&shape, &self.cfg.defaults, &self.cfg.max)
             .map_err(ServiceError::bad)?;
+        let violations = system_path_violations(&checked);
+        if !violations.is_empty() {
+            return Err(ServiceError::policy(violations));
+        }
         let rootfs = self.images.rootfs(&checked.image).map_err(|e| {
             let e = image_error(e);
             match e.kind {
@@ -400,4 +404,32 @@ fn prepare(
         .map_err(|e| ServiceError::internal(format!("encode the plan: {e}")))?;
     dir.write(PLAN_FILE, &bytes, 0o600)?;
     Ok((dir, c.image.clone()))
+}
+
+/// A step's program may not be under `/proc`, `/sys` or `/dev`, for any token: no judged
+/// program is, and those paths lead to what the runtime holds (see
+/// [`super::policy::system_paths`]). Steps run in `/box`.
+fn system_path_violations(run: &Checked) -> Vec<super::policy::Violation> {
+    use super::policy::system_paths::{ProcessPaths, check};
+    let mut out = Vec::new();
+    check(
+        &ProcessPaths {
+            cwd: None,
+            args: None,
+            env: Some(("env", &run.env)),
+        },
+        &mut out,
+    );
+    for (i, step) in run.steps.iter().enumerate() {
+        let field = format!("steps[{i}].args");
+        check(
+            &ProcessPaths {
+                cwd: Some(("cwd", "/box")),
+                args: Some((&field, &step.args)),
+                env: None,
+            },
+            &mut out,
+        );
+    }
+    out
 }

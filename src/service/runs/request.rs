@@ -160,6 +160,7 @@ impl RunRequest {
             if s.args.iter().any(|a| a.contains('\0')) {
                 return Err(format!("{}: contains a NUL byte", at("args")));
             }
+            crate::service::exec_size::check(&[(&at("args"), &s.args), ("env", &self.env)])?;
             let limits = s
                 .limits
                 .resolve(defaults, max)

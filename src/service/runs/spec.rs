@@ -14,7 +14,7 @@ use crate::runtime::plan::REAPER_ANNOTATION;
 
 /// The fd on which the containers' reaper reports the program's wait status.
 pub const STATUS_FD: i32 = 3;
-use crate::service::sandbox::{MASKED_PATHS, READONLY_PATHS, default_seccomp};
+use crate::service::sandbox::{MASKED_PATHS, Profile, READONLY_PATHS, default_seccomp};
 
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -97,7 +97,7 @@ pub fn build(s: &StepSpec<'_>) -> Result<Spec, String> {
             },
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
-            "seccomp": default_seccomp()
+            "seccomp": default_seccomp(Profile::Run)
         }
     });
     serde_json::from_value(doc).map_err(|e| format!("internal run config: {e}"))

@@ -84,6 +84,8 @@ pub(super) struct Execution {
     out: Output,
     err: Output,
     started: Instant,
+    /// The init's `exec.error` in the container's state directory.
+    exec_error: std::path::PathBuf,
 }
 
 impl Execution {
@@ -164,6 +166,7 @@ impl Execution {
         .and_then(|p| Cgroup::open_only(&p, RUN_CONTROLLERS));
         let mut x = Execution {
             id: id.to_string(),
+            exec_error: store.dir(id).join(crate::runtime::state::EXEC_ERROR),
             cgroup: None,
             mount_ns: created.hold_mount_namespace(),
             created,
@@ -272,8 +275,9 @@ impl Execution {
             }
         };
         // The program's own status, from the reaper; without one (the init was killed
-        // at a limit), the init's.
-        match (self.program_status(), status) {
+        // at a limit, or the program never started), the init's.
+        let program = self.program_status();
+        match (program, status) {
             (Some(raw), _) if libc::WIFEXITED(raw) => end.exit_code = Some(libc::WEXITSTATUS(raw)),
             (Some(raw), _) if libc::WIFSIGNALED(raw) => end.signal = Some(libc::WTERMSIG(raw)),
             (_, Ok(WaitStatus::Exited(_, code))) => end.exit_code = Some(code),
@@ -288,6 +292,11 @@ impl Execution {
             signal: end.signal,
             ..Default::default()
         };
+        if program.is_none() && !killed {
+            // The init reports why the program could not be executed (not found, not an
+            // executable, arguments too long, ...) in the state's exec.error.
+            r.message = self.exec_error();
+        }
         match self.cgroup.as_ref().map(|c| c.stats()) {
             Some(Ok(s)) => {
                 let cpu_ns = s.cpu.map_or(0, |c| c.usage_total_ns);
@@ -320,6 +329,13 @@ impl Execution {
             cgroup: self.cgroup,
             mount_ns: self.mount_ns,
         }
+    }
+
+    /// Why the init could not start the program, if it wrote that down.
+    fn exec_error(&self) -> Option<String> {
+        let reason = std::fs::read_to_string(&self.exec_error).ok()?;
+        let reason = reason.trim();
+        (!reason.is_empty()).then(|| reason.to_string())
     }
 
     /// The wait status the reaper reported, if it did (the init has exited).
