@@ -161,3 +161,62 @@ fn notify_is_refused() {
         .one_line_error(&["linux.seccomp", "notify"]);
     c.assert_nothing_left(&id, Some(&b));
 }
+
+/// What a static busybox `echo` calls, and nothing else: the runtime must not need more
+/// once the filter is in place.
+const ECHO_SYSCALLS: &[&str] = &[
+    "execve",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "rseq",
+    "prlimit64",
+    "mprotect",
+    "getrandom",
+    "brk",
+    "readlink",
+    "getuid",
+    "prctl",
+    "write",
+    "exit_group",
+];
+
+#[test]
+fn a_profile_without_close_range_runs() {
+    // Many real profiles predate close_range(2): what the runtime does after the filter
+    // is in place must not depend on it. Without no_new_privileges the filter is loaded
+    // while the init still holds CAP_SYS_ADMIN, before it drops capabilities.
+    let c = Corral::new("sc-closerange");
+    let without = filter(json!([{"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]));
+    for nnp in [false, true] {
+        let mut b = bundle_with(without.clone(), "echo ran");
+        b.set("/process/noNewPrivileges", json!(nnp));
+        let out = c.run(&c.id(&format!("a{nnp}")), &b).ok();
+        assert_eq!(out.stdout, "ran\n", "noNewPrivileges {nnp}: {out}");
+    }
+    // exec into a container with that profile.
+    let id = c.id("e");
+    let mut b = bundle_with(without, "exec sleep 300");
+    b.set("/process/noNewPrivileges", json!(false));
+    c.create_and_start(&id, &b);
+    let out = c.exec(&["exec", &id, "echo", "exec-ran"]).ok();
+    assert_eq!(out.stdout, "exec-ran\n", "{out}");
+    let _ = c.exec(&["delete", "--force", &id]);
+}
+
+#[test]
+fn a_profile_of_only_echos_syscalls_runs_echo() {
+    // With no_new_privileges the filter comes right before execve: execve is all the
+    // runtime calls under it.
+    let c = Corral::new("sc-minimal");
+    let mut b = Bundle::new();
+    b.set(
+        "/linux/seccomp",
+        json!({"defaultAction": "SCMP_ACT_ERRNO",
+               "syscalls": [{"names": ECHO_SYSCALLS, "action": "SCMP_ACT_ALLOW"}]}),
+    )
+    .set("/process/noNewPrivileges", json!(true))
+    .args(&["echo", "minimal"]);
+    let out = c.run(&c.id("a"), &b).ok();
+    assert_eq!(out.stdout, "minimal\n", "{out}");
+}
