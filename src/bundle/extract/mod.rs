@@ -52,6 +52,8 @@ mod unpack;
 mod whiteout;
 
 #[cfg(test)]
+mod prop;
+#[cfg(test)]
 mod regressions;
 #[cfg(test)]
 mod tests;

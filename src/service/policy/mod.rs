@@ -27,6 +27,10 @@ mod service_owned;
 mod sysctl;
 
 #[cfg(test)]
+mod prop_oracle;
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
