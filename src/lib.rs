@@ -7,3 +7,6 @@ pub mod cli;
 pub mod images;
 pub mod runtime;
 pub mod service;
+
+#[cfg(test)]
+mod testing;

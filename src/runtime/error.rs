@@ -28,7 +28,8 @@ pub enum Error {
     #[error("container {id}: init: {reason}")]
     Init { id: String, reason: String },
     /// The init could not set up the container as configured: its program or cwd does
-    /// not exist in its rootfs.
+    /// not exist in its rootfs, or its rootfs holds something else where a mount or a
+    /// device goes (the message names the path).
     #[error("container {id}: init: {reason}")]
     InitConfig { id: String, reason: String },
     /// An operation that the container's status does not allow.

@@ -404,12 +404,7 @@ impl Containers {
             .await
             .map_err(|e| ServiceError::internal(format!("extract upload: {e}")))?
             .map_err(|e| {
-                let kind = if e.is_over_limit() {
-                    ErrorKind::TooLarge
-                } else {
-                    ErrorKind::BadRequest
-                };
-                ServiceError::new(kind, format!("bundle upload: {e}"))
+                ServiceError::new(super::extract_error_kind(&e), format!("bundle upload: {e}"))
             })?;
         // The archive may hold symlinks (images need them): nothing the service reads or
         // hands to the runtime may be one.

@@ -109,19 +109,16 @@ fn tempfile_dir(data: &Path) -> Result<std::path::PathBuf, ServiceError> {
 }
 
 /// Maps image store errors to kinds: a missing image is 404, a name in use or taken 409,
-/// an upload over a size limit 413, a bad upload 400.
+/// an upload over a size limit 413, a bad upload 400, an extraction that failed on the
+/// host's side 500.
 pub fn image_error(e: ImageError) -> ServiceError {
     let kind = match &e {
         ImageError::NotFound { .. } => ErrorKind::NotFound,
         ImageError::AlreadyExists { .. } | ImageError::InUse { .. } => ErrorKind::Conflict,
-        ImageError::Upload { source, .. } | ImageError::Layer { source, .. }
-            if source.is_over_limit() =>
-        {
-            ErrorKind::TooLarge
+        ImageError::Upload { source, .. } | ImageError::Layer { source, .. } => {
+            super::extract_error_kind(source)
         }
         ImageError::InvalidName { .. }
-        | ImageError::Upload { .. }
-        | ImageError::Layer { .. }
         | ImageError::Layout { .. }
         | ImageError::DigestMismatch { .. }
         | ImageError::SizeMismatch { .. } => ErrorKind::BadRequest,

@@ -15,6 +15,20 @@ pub mod sandbox;
 
 pub use launcher::ErrorKind;
 
+use crate::bundle::extract::ExtractError;
+
+/// The kind of an upload's extraction failure: over a size limit (413), caused by the
+/// archive (400), or the service's own failure (500).
+pub fn extract_error_kind(e: &ExtractError) -> ErrorKind {
+    if e.is_over_limit() {
+        ErrorKind::TooLarge
+    } else if e.is_service_fault() {
+        ErrorKind::Internal
+    } else {
+        ErrorKind::BadRequest
+    }
+}
+
 /// The error of a use case: a kind (the HTTP layer maps it to a status) and a one-line
 /// message naming the thing and the reason.
 #[derive(Debug)]

@@ -162,6 +162,31 @@ impl ExtractError {
     }
 }
 
+impl ExtractError {
+    /// Whether the failure is the host's or corral's own rather than the archive's: the
+    /// destination cannot be used, a file system call failed for a reason that no
+    /// content explains (EIO, ENOSPC, EACCES, ...), or removing a partial extraction
+    /// failed. Everything else (a path or link rule, a limit, a malformed or cut stream,
+    /// a name over NAME_MAX, a symlink target or a link count the kernel refuses) is
+    /// caused by the archive. The service answers the first kind with a 500, the second
+    /// with a 4xx.
+    pub fn is_service_fault(&self) -> bool {
+        match self {
+            ExtractError::Destination { .. }
+            | ExtractError::DestinationNotEmpty { .. }
+            | ExtractError::Cleanup { .. } => true,
+            // Errors of the stream under the tar reader come without an errno.
+            ExtractError::Io { source, .. } => source.raw_os_error().is_some_and(|errno| {
+                !matches!(
+                    nix::errno::Errno::from_raw(errno),
+                    nix::errno::Errno::ENAMETOOLONG | nix::errno::Errno::EMLINK
+                )
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Renders a tar type flag readably: `'V'` for printable ASCII, `0x80` otherwise.
 struct TypeFlag(u8);
 

@@ -28,8 +28,9 @@
 //!   expansion ratio, path depth and length.
 //!
 //! Duplicate entries: a later entry replaces an earlier one of the same name
-//! (a directory is removed with its content), except that a directory over a
-//! directory only updates its owner, mode and mtime.
+//! (a directory is removed with its content, and with the metadata it was to
+//! get), except that a directory over a directory only updates its owner, mode
+//! and mtime.
 //!
 //! The archive may be plain or gzip-compressed (detected from the magic bytes
 //! `1f 8b`; concatenated gzip members are accepted). After the tar
@@ -50,6 +51,10 @@ mod stream;
 mod unpack;
 mod whiteout;
 
+#[cfg(test)]
+mod prop;
+#[cfg(test)]
+mod regressions;
 #[cfg(test)]
 mod tests;
 

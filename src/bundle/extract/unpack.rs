@@ -3,7 +3,7 @@
 //! symlinks (see [`fsops`]).
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -58,7 +58,7 @@ pub(super) fn run<R: Read>(
         chown: fsops::running_as_root(),
         stats: Extracted::default(),
         ours: HashSet::new(),
-        dirs: Vec::new(),
+        dirs: BTreeMap::new(),
         buf: vec![0; COPY_BUF],
     };
     let entries = archive
@@ -81,8 +81,11 @@ struct Unpacker<'a> {
     stats: Extracted,
     /// Layer mode: every path this layer created, with its ancestors.
     ours: HashSet<Vec<u8>>,
-    /// Directories whose mode and mtime are set once their content is in.
-    dirs: Vec<(EntryPath, Meta)>,
+    /// Directories whose mode and mtime are set once their content is in, by path; the
+    /// latest entry of a path wins, and a directory that a later entry replaces leaves
+    /// (with those below it), so its metadata never lands on an implied directory made
+    /// at its place afterwards.
+    dirs: BTreeMap<Vec<u8>, Meta>,
     buf: Vec<u8>,
 }
 
@@ -161,7 +164,7 @@ impl Unpacker<'_> {
                     Err(e) => return Err(io_err(&shown, "creating directory")(e)),
                 }
                 self.own(dir.as_fd(), name, &meta, &shown)?;
-                self.dirs.push((path.clone(), meta));
+                self.dirs.insert(path.as_bytes().to_vec(), meta);
             }
             Kind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default();
@@ -259,7 +262,7 @@ impl Unpacker<'_> {
     /// (in `extract`, where the root started empty, that means extracted
     /// earlier from this archive) and is found without following symlinks.
     fn hard_link<R: Read>(
-        &self,
+        &mut self,
         entry: &tar::Entry<'_, R>,
         path: &EntryPath,
         (parent, name): (&[u8], &[u8]),
@@ -304,7 +307,7 @@ impl Unpacker<'_> {
     /// content, a symlink as itself), except a directory when `want_dir`,
     /// which is kept.
     fn slot(
-        &self,
+        &mut self,
         parent: &[u8],
         name: &[u8],
         want_dir: bool,
@@ -315,11 +318,31 @@ impl Unpacker<'_> {
         match fsops::lstat_at(dir.as_fd(), name) {
             Ok(None) => {}
             Ok(Some(st)) if want_dir && fsops::is_dir(&st) => {}
-            Ok(Some(_)) => fsops::remove_at(dir.as_fd(), name)
-                .map_err(io_err(shown, "replacing existing entry"))?,
+            Ok(Some(st)) => {
+                fsops::remove_at(dir.as_fd(), name)
+                    .map_err(io_err(shown, "replacing existing entry"))?;
+                if fsops::is_dir(&st) {
+                    self.forget_dirs(&path::join(parent, name));
+                }
+            }
             Err(e) => return Err(io_err(shown, "inspecting existing entry")(e)),
         }
         Ok(dir)
+    }
+
+    /// Drops the pending metadata of the directory `removed` and of those below it.
+    fn forget_dirs(&mut self, removed: &[u8]) {
+        self.dirs.remove(removed);
+        let below = path::join(removed, b"");
+        let doomed: Vec<Vec<u8>> = self
+            .dirs
+            .range(below.clone()..)
+            .take_while(|(p, _)| p.starts_with(&below))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            self.dirs.remove(&p);
+        }
     }
 
     /// Restores the owner of `name` (never following it) when root.
@@ -337,14 +360,13 @@ impl Unpacker<'_> {
     }
 
     /// Sets directory modes and mtimes, children before parents (so a
-    /// read-only parent cannot block its children), later entries for the
-    /// same directory after earlier ones.
-    fn finish(mut self) -> Result<Extracted, ExtractError> {
-        self.dirs
-            .sort_by_key(|(p, _)| Reverse(p.as_bytes().iter().filter(|&&b| b == b'/').count()));
-        for (dir_path, meta) in &self.dirs {
-            let shown = path::lossy(dir_path.as_bytes());
-            let fd = match fsops::open_dir(self.root, dir_path.as_bytes(), false) {
+    /// read-only parent cannot block its children).
+    fn finish(self) -> Result<Extracted, ExtractError> {
+        let mut dirs: Vec<(&Vec<u8>, &Meta)> = self.dirs.iter().collect();
+        dirs.sort_by_key(|(p, _)| Reverse(p.iter().filter(|&&b| b == b'/').count()));
+        for (dir_path, meta) in dirs {
+            let shown = path::lossy(dir_path);
+            let fd = match fsops::open_dir(self.root, dir_path, false) {
                 Ok(fd) => fd,
                 // Replaced by a later entry (possibly by a symlink): nothing to do.
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,

@@ -59,7 +59,7 @@ pub fn run(mut ctx: InitContext<'_>) -> ! {
     match setup(&mut ctx) {
         Ok(ready) => launch(&ctx, &ready),
         Err(e) => {
-            let msg = if ctx.config_error.get() {
+            let msg = if ctx.config_error.get() || e.is_content() {
                 Message::ConfigError(e.to_string())
             } else {
                 Message::Error(e.to_string())

@@ -43,8 +43,19 @@ pub fn prepare(plan: &Plan) -> SysResult<Rootfs> {
     Ok(Rootfs { path, fd })
 }
 
-/// Mounts one entry of the spec's `mounts` inside the rootfs.
+/// Mounts one entry of the spec's `mounts` inside the rootfs. A failure that the rootfs
+/// content or the mount's own fields explain (a file where the destination needs a
+/// directory, a missing bind source, ...) is marked as the container's own
+/// ([`SysError::in_content`]).
 pub fn mount_one(root: &Rootfs, m: &MountPlan, cgroup_dirs: &[(String, PathBuf)]) -> SysResult<()> {
+    mount_one_inner(root, m, cgroup_dirs).map_err(SysError::in_content)
+}
+
+fn mount_one_inner(
+    root: &Rootfs,
+    m: &MountPlan,
+    cgroup_dirs: &[(String, PathBuf)],
+) -> SysResult<()> {
     let dest = &m.destination;
     let opts = &m.options;
     if m.typ == "cgroup" || m.typ == "cgroup2" {
@@ -52,7 +63,11 @@ pub fn mount_one(root: &Rootfs, m: &MountPlan, cgroup_dirs: &[(String, PathBuf)]
     }
     let source_is_dir = match &m.source {
         Some(s) if m.typ == "bind" => std::fs::metadata(s)
-            .ctx(|| format!("bind mount source {}", s.display()))?
+            .ctx(|| format!("bind mount source {}", s.display()))
+            .map_err(|e| match e.errno() {
+                nix::Error::ENOENT => e.as_content(),
+                _ => e,
+            })?
             .is_dir(),
         _ => true,
     };
@@ -197,8 +212,14 @@ fn bind_dir(root: &Rootfs, src: &Path, dest: &Path, flags: MsFlags) -> SysResult
 }
 
 /// Creates the devices (mknod, or a bind of the host's node inside a user namespace,
-/// where mknod is not allowed) and the standard /dev symlinks.
+/// where mknod is not allowed) and the standard /dev symlinks. A rootfs whose /dev holds
+/// something else where a device goes (a symlink, a file, another device) fails as the
+/// container's own fault ([`SysError::in_content`]).
 pub fn create_devices(root: &Rootfs, devices: &[DevicePlan], bind: bool) -> SysResult<()> {
+    create_devices_inner(root, devices, bind).map_err(SysError::in_content)
+}
+
+fn create_devices_inner(root: &Rootfs, devices: &[DevicePlan], bind: bool) -> SysResult<()> {
     for d in devices {
         let parent = d.path.parent().unwrap_or(Path::new("/dev"));
         let name = d
@@ -232,7 +253,7 @@ pub fn create_devices(root: &Rootfs, devices: &[DevicePlan], bind: bool) -> SysR
                 if st.st_mode & libc::S_IFMT != d.kind || st.st_rdev != dev {
                     return Err(SysError::new(
                         format!(
-                            "create device {}: a different file is in the way",
+                            "create device {}: the rootfs holds another file there",
                             d.path.display()
                         ),
                         nix::Error::EEXIST,
@@ -318,7 +339,13 @@ pub fn enter(root: &Rootfs, no_pivot: bool) -> SysResult<()> {
 
 /// After pivot_root: masked paths are covered (a read-only tmpfs for a directory,
 /// /dev/null for a file); read-only paths are rebound read-only. Missing paths are skipped.
+/// Failures that the rootfs content explains are the container's own
+/// ([`SysError::in_content`]).
 pub fn mask_and_protect(plan: &Plan) -> SysResult<()> {
+    mask_and_protect_inner(plan).map_err(SysError::in_content)
+}
+
+fn mask_and_protect_inner(plan: &Plan) -> SysResult<()> {
     for p in &plan.masked_paths {
         let Some(fd) = open_existing(p)? else {
             continue;

@@ -8,6 +8,9 @@ use std::fmt;
 pub struct SysError {
     what: String,
     errno: nix::Error,
+    /// The failure is the container's own: its configuration or its rootfs content
+    /// (see [`SysError::in_content`]), not the host's.
+    content: bool,
 }
 
 impl SysError {
@@ -15,7 +18,33 @@ impl SysError {
         Self {
             what: what.into(),
             errno,
+            content: false,
         }
+    }
+
+    /// Marks the error as caused by the container's configuration or rootfs content
+    /// when its errno says that a path holds something else than what the setup needs
+    /// there: a non-directory on the way or where a directory goes (`ENOTDIR`), a symlink
+    /// loop (`ELOOP`), a name too long (`ENAMETOOLONG`), another file in the way
+    /// (`EEXIST`). For errors of the steps that work on paths of the rootfs (mounts,
+    /// devices, masked paths), whose message names the path.
+    pub fn in_content(self) -> Self {
+        use nix::Error as E;
+        match self.errno {
+            E::ENOTDIR | E::ELOOP | E::ENAMETOOLONG | E::EEXIST => self.as_content(),
+            _ => self,
+        }
+    }
+
+    /// Marks the error as caused by the container's configuration or rootfs content.
+    pub fn as_content(mut self) -> Self {
+        self.content = true;
+        self
+    }
+
+    /// Whether the failure is the container's own (see [`SysError::in_content`]).
+    pub fn is_content(&self) -> bool {
+        self.content
     }
 
     /// A failure that is not an errno but a violated rule (for example a path that

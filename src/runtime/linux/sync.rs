@@ -27,7 +27,8 @@ pub enum Message {
     /// either way: setup failed; the text says what and why.
     Error(String),
     /// child -> parent: setup failed on the container's own configuration (its program
-    /// or cwd does not exist in its rootfs): the request's fault, not the host's.
+    /// or cwd does not exist in its rootfs, its rootfs holds a symlink or a file where a
+    /// mount or a device goes): the request's fault, not the host's.
     ConfigError(String),
     /// parent -> child, to an init created to wait for its process (a warm container):
     /// the process to run. The init answers `Ready` (or why not) once it has taken on

@@ -1,6 +1,10 @@
-//! Devices: no device nodes in the spec, and cgroup device rules that allow no more than
-//! the standard set (mknod of anything; read/write of null, zero, full, random, urandom,
-//! tty, ptmx and the pts slaves).
+//! Devices: no device nodes in the spec, and cgroup device rules that deny every device
+//! first and then allow no more than the standard set (mknod of anything; read/write of
+//! null, zero, full, random, urandom, tty, ptmx and the pts slaves).
+//!
+//! The leading deny-all is required: without it the container's device cgroup keeps its
+//! parent's "every device" whatever the allow rules say, and a process holding
+//! `CAP_MKNOD` (in the default set) could make and open the host's disks.
 
 use oci_spec::runtime::{Linux, LinuxDeviceCgroup, LinuxDeviceType};
 
@@ -15,18 +19,27 @@ const STANDARD_CHAR_DEVICES: &[(i64, i64)] =
 const PTS_MAJOR: i64 = 136;
 
 pub(super) fn check(linux: Option<&Linux>, out: &mut Vec<Violation>) {
-    let Some(linux) = linux else { return };
-    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+    if linux.is_some_and(|l| l.devices().as_ref().is_some_and(|d| !d.is_empty())) {
         out.push(Violation::new(
             "linux.devices",
             "device nodes are not allowed in uploaded bundles",
         ));
     }
     let rules = linux
-        .resources()
-        .as_ref()
+        .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().as_deref())
         .unwrap_or_default();
+    // Type "a" (or none) covers every device: the kernel ignores numbers and access then.
+    let denies_all_first = rules
+        .first()
+        .is_some_and(|r| !r.allow() && matches!(r.typ(), None | Some(LinuxDeviceType::A)));
+    if !denies_all_first {
+        out.push(Violation::new(
+            "linux.resources.devices",
+            "must begin with a rule denying every device ({\"allow\": false, \"access\": \"rwm\"}): \
+             without it the container may use every device of the host",
+        ));
+    }
     for (index, rule) in rules.iter().enumerate() {
         // Deny rules only narrow; an allow rule must stay inside the standard set, so the
         // order of the rules cannot matter.

@@ -28,6 +28,10 @@ mod sysctl;
 pub mod system_paths;
 
 #[cfg(test)]
+mod prop_oracle;
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;

@@ -1,5 +1,6 @@
-//! The container process: no new privileges, no added capabilities, no security labels,
-//! and no scheduling privilege the runtime (running as root) would grant on its behalf.
+//! The container process: no new privileges, capabilities listed and none added, no
+//! security labels, and no scheduling privilege the runtime (running as root) would grant
+//! on its behalf.
 
 use oci_spec::runtime::{IOPriorityClass, LinuxSchedulerPolicy, PosixRlimitType, Process};
 
@@ -18,7 +19,16 @@ pub(super) fn check(process: Option<&Process>, out: &mut Vec<Violation>) {
             "must be true (leaving it out means false)",
         ));
     }
-    capabilities::check(process.capabilities().as_ref(), out);
+    match process.capabilities() {
+        // The runtime (as runc) then leaves the capabilities alone: a root process keeps
+        // every capability the runtime has.
+        None => out.push(Violation::new(
+            "process.capabilities",
+            "required: without it a root process keeps every capability (list the sets, \
+             empty ones included)",
+        )),
+        Some(caps) => capabilities::check(Some(caps), out),
+    }
     let cwd = process.cwd().to_string_lossy();
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();

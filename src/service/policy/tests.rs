@@ -10,8 +10,9 @@ use super::{Strictness, Violation, check, default_capabilities};
 const BUNDLE: &str = "/var/lib/corral/bundles/b1";
 
 /// What a careful client sends: runc's default spec (new pid, net, ipc, uts, mount and
-/// cgroup namespaces, default capabilities, masked paths) plus a seccomp profile and a
-/// bind mount of the bundle's `data` directory (index 7, after the 7 default mounts).
+/// cgroup namespaces, default capabilities, masked paths) plus a seccomp profile, a
+/// device cgroup that denies every device, and a bind mount of the bundle's `data`
+/// directory (index 7, after the 7 default mounts).
 fn safe_json() -> Value {
     let mut v = serde_json::to_value(Spec::default()).unwrap();
     v["linux"]["seccomp"] = json!({
@@ -26,6 +27,7 @@ fn safe_json() -> Value {
         .as_array_mut()
         .unwrap()
         .push(json!({"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "rw"]}));
+    v["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
     v
 }
 
@@ -128,13 +130,21 @@ fn each_rule_alone_names_its_field() {
         ("hooks", "/hooks", json!({"createRuntime": [{"path": "/bin/sh"}]})),
         // devices
         ("linux.devices", "/linux/devices", json!([{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}])),
-        ("linux.resources.devices[0]", "/linux/resources/devices", json!([{"allow": true, "access": "rwm"}])),
+        ("linux.resources.devices[1]", "/linux/resources/devices", json!([{"allow": false, "access": "rwm"},
+            {"allow": true, "access": "rwm"}])),
         ("linux.resources.devices[1]", "/linux/resources/devices", json!([{"allow": false, "access": "rwm"},
             {"allow": true, "type": "b", "major": 8, "minor": 0, "access": "rw"}])),
-        ("linux.resources.devices[0]", "/linux/resources/devices",
-            json!([{"allow": true, "type": "c", "major": 1, "access": "rw"}])),
-        ("linux.resources.devices[0]", "/linux/resources/devices",
-            json!([{"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}])),
+        ("linux.resources.devices[1]", "/linux/resources/devices", json!([{"allow": false, "type": "a"},
+            {"allow": true, "type": "c", "major": 1, "access": "rw"}])),
+        ("linux.resources.devices[1]", "/linux/resources/devices", json!([{"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}])),
+        // Without a leading deny-all the cgroup allows every device.
+        ("linux.resources.devices", "/linux/resources/devices", json!([])),
+        ("linux.resources.devices", "/linux/resources", Value::Null),
+        ("linux.resources.devices", "/linux/resources/devices",
+            json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}])),
+        ("linux.resources.devices", "/linux/resources/devices",
+            json!([{"allow": false, "type": "c", "major": 1, "minor": 3, "access": "rwm"}])),
         // sysctl
         ("linux.sysctl[\"kernel.core_pattern\"]", "/linux/sysctl", json!({"kernel.core_pattern": "|/x"})),
         ("linux.sysctl[\"net./../kernel/core_pattern\"]", "/linux/sysctl", json!({"net./../kernel/core_pattern": "|/x"})),
@@ -164,6 +174,8 @@ fn each_rule_alone_names_its_field() {
         ("linux.maskedPaths", "/linux/maskedPaths", json!(["/proc/acpi"])),
         ("linux.readonlyPaths", "/linux/readonlyPaths", json!([])),
         // process
+        // Without capabilities the runtime leaves a root process all of them.
+        ("process.capabilities", "/process/capabilities", Value::Null),
         ("process.noNewPrivileges", "/process/noNewPrivileges", json!(false)),
         ("process.noNewPrivileges", "/process/noNewPrivileges", Value::Null),
         ("process.apparmorProfile", "/process/apparmorProfile", json!("unconfined")),
@@ -200,7 +212,7 @@ fn accepted_variants() {
         ("/linux/namespaces/6", json!({"type": "user"})),
         ("/linux/namespaces/5", json!({"type": "time"})), // replaces cgroup: optional
         ("/process/capabilities", json!({"bounding": default_capabilities(), "effective": ["CAP_CHOWN"]})),
-        ("/process/capabilities", Value::Null),
+        ("/process/capabilities", json!({})),
         ("/hooks", json!({"prestart": [], "poststop": []})),
         ("/linux/devices", json!([])),
         ("/linux/resources/devices", json!([
