@@ -180,7 +180,38 @@ fn kind(canaries: Vec<Vec<u8>>) -> impl Strategy<Value = Kind> {
     ]
 }
 
-fn member(canaries: Vec<Vec<u8>>) -> impl Strategy<Value = Member> {
+/// Names of a tame archive: `a`, `b`, `c`, one to three deep, sometimes with `./` in
+/// front or `/` behind; nothing a rule refuses by itself.
+fn tame_path() -> impl Strategy<Value = Vec<u8>> {
+    (
+        select(vec!["", "", "./"]),
+        vec(select(vec!["a", "b", "c"]), 1..=3),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(lead, comps, slash)| {
+            let mut p = format!("{lead}{}", comps.join("/")).into_bytes();
+            if slash {
+                p.push(b'/');
+            }
+            p
+        })
+}
+
+/// Kinds of a tame archive: plain content, links mostly to its own names.
+fn tame_kind(canaries: Vec<Vec<u8>>) -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        6 => data().prop_map(|d| Kind::File(Bytes(d))),
+        4 => Just(Kind::Dir),
+        3 => prop_oneof![4 => tame_path(), 1 => select(canaries.clone())]
+            .prop_map(|t| Kind::Symlink(Bytes(t))),
+        3 => prop_oneof![8 => tame_path(), 1 => select(canaries)]
+            .prop_map(|t| Kind::HardLink(Bytes(t))),
+    ]
+}
+
+/// A member; `tame` keeps to plain names and content (for archives that mostly
+/// extract: duplicates, links and the replacement rules still apply).
+fn member(canaries: Vec<Vec<u8>>, tame: bool) -> impl Strategy<Value = Member> {
     let enc = prop_oneof![6 => Just(Enc::Header), 2 => Just(Enc::Pax), 2 => Just(Enc::Gnu)];
     // Every mode lets the owner in (the tests may run unprivileged); the privilege bits
     // are there to be stripped.
@@ -198,9 +229,18 @@ fn member(canaries: Vec<Vec<u8>>) -> impl Strategy<Value = Member> {
         ])
         .prop_map(Some),
     ];
+    let (kind, path, pax_size) = if tame {
+        (
+            tame_kind(canaries).boxed(),
+            tame_path().boxed(),
+            Just(None).boxed(),
+        )
+    } else {
+        (kind(canaries).boxed(), path().boxed(), pax_size.boxed())
+    };
     (
-        kind(canaries),
-        path(),
+        kind,
+        path,
         enc,
         prop::bool::weighted(0.3),
         mode,
@@ -245,23 +285,30 @@ fn wrap() -> impl Strategy<Value = Wrap> {
     ]
 }
 
-/// Whole uploads of up to `max_members` members.
+/// Whole uploads of up to `max_members` members: hostile ones, and as many tame ones
+/// (plain or gzip, default limits) whose members keep to plain names and content.
 pub(super) fn archive(
     canaries: Vec<Vec<u8>>,
     max_members: usize,
 ) -> impl Strategy<Value = Archive> {
-    (
-        vec(member(canaries), 0..=max_members),
+    let hostile = (
+        vec(member(canaries.clone(), false), 0..=max_members),
         prop::bool::weighted(0.9),
         wrap(),
         limits(),
-    )
-        .prop_map(|(members, end_marker, wrap, limits)| Archive {
-            members,
-            end_marker,
-            wrap,
-            limits,
-        })
+    );
+    let tame = (
+        vec(member(canaries, true), 0..=max_members),
+        Just(true),
+        prop_oneof![3 => Just(Wrap::Plain), 1 => Just(Wrap::Gzip)],
+        Just(Limits::default()),
+    );
+    prop_oneof![hostile, tame].prop_map(|(members, end_marker, wrap, limits)| Archive {
+        members,
+        end_marker,
+        wrap,
+        limits,
+    })
 }
 
 impl Archive {
