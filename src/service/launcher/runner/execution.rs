@@ -84,8 +84,8 @@ pub(super) struct Execution {
     out: Output,
     err: Output,
     started: Instant,
-    /// The init's `exec.error` in the container's state directory.
-    exec_error: std::path::PathBuf,
+    /// Why the init could not execute the program, as `start` found it.
+    exec_failure: Option<String>,
 }
 
 impl Execution {
@@ -166,7 +166,7 @@ impl Execution {
         .and_then(|p| Cgroup::open_only(&p, RUN_CONTROLLERS));
         let mut x = Execution {
             id: id.to_string(),
-            exec_error: store.dir(id).join(crate::runtime::state::EXEC_ERROR),
+            exec_failure: None,
             cgroup: None,
             mount_ns: created.hold_mount_namespace(),
             created,
@@ -194,6 +194,16 @@ impl Execution {
             .lock(&self.id)
             .map_err(RuntimeError::from)
             .and_then(|lock| ops::start_created(&lock, &self.created.record));
+        // The program could not be executed (the init's report, from exec.error): that
+        // is the run's result, judged like any other exit (126 or 127, the reason on
+        // stderr and in the message), not a refusal.
+        let started = match started {
+            Err(RuntimeError::InitConfig { reason, .. }) => {
+                self.exec_failure = Some(reason.trim().to_string());
+                Ok(())
+            }
+            other => other,
+        };
         if let Err(e) = started {
             self.remove(store);
             return Err(e.into());
@@ -294,8 +304,9 @@ impl Execution {
         };
         if program.is_none() && !killed {
             // The init reports why the program could not be executed (not found, not an
-            // executable, arguments too long, ...) in the state's exec.error.
-            r.message = self.exec_error();
+            // executable, arguments too long, ...) in the state's exec.error, which
+            // `start` read.
+            r.message = self.exec_failure.take();
         }
         match self.cgroup.as_ref().map(|c| c.stats()) {
             Some(Ok(s)) => {
@@ -329,13 +340,6 @@ impl Execution {
             cgroup: self.cgroup,
             mount_ns: self.mount_ns,
         }
-    }
-
-    /// Why the init could not start the program, if it wrote that down.
-    fn exec_error(&self) -> Option<String> {
-        let reason = std::fs::read_to_string(&self.exec_error).ok()?;
-        let reason = reason.trim();
-        (!reason.is_empty()).then(|| reason.to_string())
     }
 
     /// The wait status the reaper reported, if it did (the init has exited).
