@@ -160,8 +160,7 @@ fn setup(ctx: &mut ChildContext<'_>, config_error: &std::cell::Cell<bool>) -> Sy
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
     }
-    let prog = program::lookup(&p.args[0], &p.env)
-        .and_then(|prog| confine::check_program(&prog, exe).map(|()| prog))
-        .inspect_err(|_| config_error.set(true))?;
+    let prog =
+        confine::find_program(&p.args[0], &p.env, exe).inspect_err(|_| config_error.set(true))?;
     Ok(prog)
 }

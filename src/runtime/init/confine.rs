@@ -72,6 +72,18 @@ pub fn verify_cwd(cwd: &Path) -> SysResult<()> {
     }
 }
 
+/// Looks `arg0` up with the container's `PATH` ([`super::exec::lookup`]) and checks that
+/// the program found is not the runtime's own binary ([`check_program`]).
+pub fn find_program(
+    arg0: &CStr,
+    env: &[std::ffi::CString],
+    exe: Option<RuntimeExe>,
+) -> SysResult<std::ffi::CString> {
+    let program = super::exec::lookup(arg0, env)?;
+    check_program(&program, exe)?;
+    Ok(program)
+}
+
 /// Fails if `program` (as the container's process would exec it) is the runtime's own
 /// binary, whatever path leads there (`/proc/self/exe`, `/proc/thread-self/exe`, a
 /// symlink to either).

@@ -170,9 +170,7 @@ fn resolve(p: &ProcessPlan, exe: Option<confine::RuntimeExe>) -> Result<CString,
     // After pivot_root "/" is the container's root, so cwd resolves inside it; chdir as
     // the final user so that permissions apply.
     confine::chdir_inside(&p.cwd)?;
-    let program = exec::lookup(&p.args[0], &p.env)?;
-    confine::check_program(&program, exe)?;
-    Ok(program)
+    confine::find_program(&p.args[0], &p.env, exe)
 }
 
 /// pid 1 under the reaper annotation: holds no fd but `status_fd` (so the exec fifo,
