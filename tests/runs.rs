@@ -462,6 +462,23 @@ async fn a_runner_killed_mid_run_fails_that_run_only() {
     // A first run starts a runner, which stays for the next ones.
     assert_eq!(verdict(&sh(&s, "true", json!({})).await), "OK");
     assert!(!runners_of(&s).is_empty(), "no idle runner after a run");
+    // What a runner may leave of its earlier runs when it dies: a container that ran
+    // (its init gone) and that it had not yet removed. Made here with the runtime's
+    // CLI in the runners' store, so that the runner's timing does not decide.
+    let leftover = "run-0123456789abcdef0123456789abcdef-0";
+    let mut bundle = common::Bundle::new();
+    bundle.args(&["true"]).write();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("--root")
+        .arg(run_store(&s))
+        .args(["run", "--detach", "--bundle"])
+        .arg(bundle.path())
+        .arg(leftover)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(run_store(&s).join(leftover).is_dir(), "{out:?}");
     let killer = async {
         for _ in 0..200 {
             if !processes_with("sleep 3141").is_empty() {

@@ -299,7 +299,7 @@ impl Server {
                 Err(e) => {
                     let gone = self.runners.swap_remove(i);
                     tracing::warn!("runner {} is gone ({e}); using another", gone.pid);
-                    runner::forget(&self.run_root, gone.pid);
+                    self.runner_gone(gone.pid);
                 }
             }
         }
@@ -338,23 +338,32 @@ impl Server {
             }
             None => {
                 let gone = self.runners.swap_remove(i);
-                runner::forget(&self.run_root, gone.pid);
+                self.runner_gone(gone.pid);
                 match gone.busy {
-                    Some((seq, dir)) => {
-                        runner::abandon(&self.run_root, &dir);
-                        self.reply(
-                            seq,
-                            internal(format!(
-                                "the runner (pid {}) of the run in {} exited without reporting",
-                                gone.pid,
-                                dir.display()
-                            )),
-                        )
-                    }
+                    Some((seq, dir)) => self.reply(
+                        seq,
+                        internal(format!(
+                            "the runner (pid {}) of the run in {} exited without reporting",
+                            gone.pid,
+                            dir.display()
+                        )),
+                    ),
                     None => Ok(()),
                 }
             }
         }
+    }
+
+    /// Removes what the runner `pid`, which is gone (and no longer in `runners`), left:
+    /// its warm containers and every run container no live runner's run owns.
+    fn runner_gone(&self, pid: Pid) {
+        runner::forget(&self.run_root, pid);
+        let in_flight: Vec<&Path> = self
+            .runners
+            .iter()
+            .filter_map(|r| r.busy.as_ref().map(|(_, dir)| dir.as_path()))
+            .collect();
+        runner::sweep(&self.run_root, &in_flight);
     }
 
     /// The bundle must be absolute (the launcher's cwd is `/`, not the service's), and

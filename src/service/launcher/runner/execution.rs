@@ -16,7 +16,7 @@ use crate::runtime::create::{CreateOptions, Created, create_with};
 use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
 use crate::runtime::linux::process::pidfd_send_signal;
 use crate::runtime::ops;
-use crate::runtime::state::Store;
+use crate::runtime::state::{StateError, Store};
 use crate::service::runs::result::{ExecResult, StepPlan};
 use crate::service::runs::spec::STATUS_FD;
 use crate::service::runs::verdict::{Ending, Verdict, judge, same_output};
@@ -414,18 +414,18 @@ impl Finished {
     /// Removes the container. Its pid namespace ended with its init, so nothing of it
     /// runs and there is no state to read or status to check: its cgroup directories go,
     /// then its state directory. Should that fail (a process left in the cgroup), the
-    /// runtime's forced delete does the rest.
+    /// runtime's forced delete does the rest. A container already gone was swept by the
+    /// launcher (after another runner died), which is not an error.
     pub(super) fn remove(self, store: &Store) {
-        let quick = self
-            .cgroup
-            .as_ref()
-            .map_or(Ok(()), |cg| cg.delete().map_err(|e| e.to_string()))
-            .and_then(|()| {
-                store
-                    .lock(&self.id)
-                    .and_then(|lock| store.remove(lock))
-                    .map_err(|e| e.to_string())
-            });
+        let quick = match store.lock(&self.id) {
+            Err(StateError::NotExist(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+            Ok(lock) => self
+                .cgroup
+                .as_ref()
+                .map_or(Ok(()), |cg| cg.delete().map_err(|e| e.to_string()))
+                .and_then(|()| store.remove(lock).map_err(|e| e.to_string())),
+        };
         if let Err(e) = quick {
             tracing::warn!(
                 "remove run container {}: {e}; deleting it by force",

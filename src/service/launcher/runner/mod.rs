@@ -36,6 +36,7 @@ use super::protocol::{
 };
 use crate::runtime::ops;
 use crate::runtime::state::Store;
+use crate::service::runs::WARM_PREFIX;
 use crate::service::runs::result::{
     ExecResult, PLAN_FILE, Plan, RESULT_FILE, RunResult, Status, StepPlan, StepResult,
 };
@@ -381,26 +382,36 @@ impl Session<'_> {
     }
 }
 
-/// Removes the containers of the run in `run_dir` (named `run-<run id>-...`) whose
-/// runner died mid-run: nothing else would kill them at their limits.
-pub fn abandon(root: &Path, run_dir: &Path) {
-    if let Some(run) = run_dir.file_name().and_then(|n| n.to_str()) {
-        remove_prefixed(root, &format!("run-{run}-"), "of an abandoned run");
-    }
+/// Removes the run containers left by a runner that died: those of its run in flight,
+/// which nothing else would kill at their limits, and those of its earlier runs that
+/// it had not yet removed. Every run container whose run is not in `in_flight` (the
+/// run directories of the live runners' runs) is such a leftover: a live runner
+/// answers a run only once each of its containers is removed or has its init waited
+/// for, and a swept container of the latter kind is one the runner finds gone.
+pub fn sweep(root: &Path, in_flight: &[&Path]) {
+    let runs: Vec<String> = in_flight
+        .iter()
+        .filter_map(|dir| dir.file_name()?.to_str())
+        .map(|run| format!("run-{run}-"))
+        .collect();
+    remove_where(root, "left by a runner that died", |id| {
+        id.starts_with("run-")
+            && !id.starts_with(WARM_PREFIX)
+            && !runs.iter().any(|run| id.starts_with(run.as_str()))
+    });
 }
 
 /// Removes the warm containers of the runner `pid`, which is gone: they wait for a run
 /// that will not come.
 pub fn forget(root: &Path, pid: Pid) {
-    remove_prefixed(
-        root,
-        &warm::prefix(pid.as_raw() as u32),
-        "of a runner that is gone",
-    );
+    let prefix = warm::prefix(pid.as_raw() as u32);
+    remove_where(root, "of a runner that is gone", |id| {
+        id.starts_with(&prefix)
+    });
 }
 
-/// Force-deletes the containers of the store at `root` whose ids start with `prefix`.
-fn remove_prefixed(root: &Path, prefix: &str, whose: &str) {
+/// Force-deletes the containers of the store at `root` whose ids `pick` chooses.
+fn remove_where(root: &Path, whose: &str, pick: impl Fn(&str) -> bool) {
     let store = Store::new(root);
     let ids = match store.ids() {
         Ok(ids) => ids,
@@ -409,7 +420,7 @@ fn remove_prefixed(root: &Path, prefix: &str, whose: &str) {
             return;
         }
     };
-    for id in ids.into_iter().filter(|id| id.starts_with(prefix)) {
+    for id in ids.into_iter().filter(|id| pick(id)) {
         if let Err(e) = ops::delete(&store, &id, true) {
             tracing::error!("remove container {id} {whose}: {e}");
         }
