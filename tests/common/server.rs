@@ -99,6 +99,11 @@ impl Server {
         }
     }
 
+    /// The pid of the `corral serve` process (0 once stopped).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

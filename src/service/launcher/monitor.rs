@@ -31,7 +31,7 @@ use super::files::{self, LogSink, MONITOR_LOG, STDERR_LOG, STDOUT_LOG};
 use super::protocol::{CreateRequest, Outcome, encode};
 use super::pump::{self, Stream};
 use crate::runtime::create::{CreateOptions, Created, create_with};
-use crate::runtime::linux::process::{Forked, exit_now, fork_process};
+use crate::runtime::linux::process::{Forked, exit_now, fork_process, pidfd_send_signal};
 use crate::runtime::ops;
 use crate::runtime::state::Store;
 
@@ -380,8 +380,10 @@ fn open_logs(
 }
 
 /// Removes a container that the monitor cannot serve (from `store`, where it is now),
-/// and reaps its init.
+/// and reaps its init: killed first, so that the wait ends even should the delete fail
+/// before it kills.
 pub(super) fn abandon(store: &Store, created: &Created) {
+    let _ = pidfd_send_signal(&created.pidfd, libc::SIGKILL);
     if let Err(e) = ops::delete(store, &created.record.id, true) {
         tracing::error!("remove container {}: {e}", created.record.id);
     }

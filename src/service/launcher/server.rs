@@ -11,6 +11,18 @@
 //! What survives what: the launcher holds nothing that a container needs. When it exits
 //! (or is killed), the monitors, which are in sessions of their own, go on; they are
 //! reparented to the host's init (or the nearest subreaper), which reaps them.
+//!
+//! Reaping: the launcher is a child subreaper, so that nothing it starts ends up
+//! anywhere else while it lives: the inits of a runner or a monitor that died (killed,
+//! or crashed) are reparented to it, and it reaps them with its own children. Its
+//! SIGCHLD handler reaps every child that has exited (`waitpid(-1)`): no exit status is
+//! taken from anyone that way, as nothing in the launcher waits for one by pid (monitors
+//! and runners report on their pipe or socket; an orphaned init's status is nobody's;
+//! a hook that a forced delete runs is waited for before the delete returns, with no
+//! reaping in between; `Pool::close` waits by pid only to delay the exit, and takes
+//! an `ECHILD` as gone).
+//! Runners and monitors do wait for their own children by pid: the subreaper flag is
+//! not inherited, and a child's status goes to its parent only.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
@@ -47,6 +59,10 @@ pub fn run(root: &Path, data: &Path) -> Result<(), LauncherError> {
         .map_err(LauncherError::io(format!("create {}", data.display())))?;
     // Hold no directory of the service's: monitors inherit the cwd for their lifetime.
     nix::unistd::chdir("/").map_err(LauncherError::sys("chdir /"))?;
+    // Whatever a runner or a monitor leaves behind when it dies is reparented here, and
+    // reaped (see `Server::reap`), rather than to the host's init.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(LauncherError::sys("prctl(PR_SET_CHILD_SUBREAPER)"))?;
     let mut blocked = SigSet::empty();
     blocked.add(Signal::SIGCHLD);
     blocked
@@ -401,9 +417,11 @@ impl Server {
         send_packet(self.sock.as_fd(), &bytes).map_err(LauncherError::sys("send to the service"))
     }
 
-    /// Reaps every exited monitor and runner. Monitors exit 0 once they wrote
-    /// `exit.json` (or reported a failed create), runners once the launcher's socket
-    /// closes; anything else is worth a line in the log.
+    /// Reaps every exited child: monitors and runners, and the orphans reparented to the
+    /// launcher (the inits of a runner or monitor that died). Monitors exit 0 once they
+    /// wrote `exit.json` (or reported a failed create), runners once the launcher's
+    /// socket closes; anything else is worth a line in the log. SIGCHLDs coalesce, so
+    /// one wake-up reaps all there are.
     fn reap(&self) {
         while let Ok(Some(_)) = self.sigfd.read_signal() {}
         loop {
@@ -411,10 +429,12 @@ impl Server {
                 Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return,
                 Ok(WaitStatus::Exited(_, 0)) => {}
                 Ok(WaitStatus::Exited(pid, code)) => {
-                    tracing::warn!("child {pid} (monitor or runner) exited with code {code}");
+                    tracing::warn!(
+                        "child {pid} (monitor, runner or orphan) exited with code {code}"
+                    );
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    tracing::warn!("child {pid} (monitor or runner) killed by {sig}");
+                    tracing::warn!("child {pid} (monitor, runner or orphan) killed by {sig}");
                 }
                 Ok(_) | Err(nix::Error::EINTR) => {}
                 Err(e) => {

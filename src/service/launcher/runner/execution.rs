@@ -11,6 +11,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 
 use super::netns::Fresh;
+use super::reap;
 use crate::runtime::Error as RuntimeError;
 use crate::runtime::create::{CreateOptions, Created, create_with};
 use crate::runtime::linux::cgroups::{Cgroup, CgroupPath};
@@ -392,13 +393,16 @@ impl Execution {
         (ready[0], ready[1], ready[2])
     }
 
-    /// Kills and removes the container (its cgroup and state).
+    /// Kills and removes the container (its cgroup and state), and reaps its init. For
+    /// a container whose init was not waited for ([`Execution::supervise`] does that):
+    /// one that is discarded, or failed to start.
     pub(super) fn remove(&mut self, store: &Store) {
         self.kill();
-        let _ = waitpid(self.created.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        // The forced delete waits for the init to exit; it stays a zombie until reaped.
         if let Err(e) = ops::delete(store, &self.id, true) {
             tracing::error!("remove run container {}: {e}", self.id);
         }
+        reap::reap_killed(&self.id, self.created.pid, &self.created.pidfd);
     }
 }
 

@@ -12,10 +12,12 @@
 //! (`netns.rs`) and warm containers (`warm.rs`), and removes the containers that ran.
 //!
 //! This file: the runner process (its loop, fds, clean-up after a dead runner) and the
-//! plan's steps; `execution.rs`: one container, from create to its measured result.
+//! plan's steps; `execution.rs`: one container, from create to its measured result;
+//! `reap.rs`: waiting for the inits of the containers removed without running.
 
 mod execution;
 mod netns;
+mod reap;
 mod warm;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -96,6 +98,7 @@ fn serve(root: &Path, sock: &OwnedFd) {
         if backlog.finished.len() > MAX_FINISHED {
             backlog.remove_all(&store);
         }
+        reap::wait_readable(sock);
         let n = match recv_packet(sock.as_fd(), &mut buf) {
             Ok(Some(n)) => n,
             Ok(None) => {
@@ -161,6 +164,7 @@ impl Backlog {
     /// its warm containers, then a removal, then the heap. Returns false when nothing was
     /// left to do.
     fn step(&mut self, store: &Store, spares: &mut netns::Spares) -> bool {
+        reap::reap_late();
         if spares.wants(SPARE_NETNS) {
             spares.fill(SPARE_NETNS);
         } else if self.warm.step(store, std::process::id()) {
