@@ -99,6 +99,16 @@ impl Server {
         }
     }
 
+    /// The service's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The address the service listens on (`127.0.0.1:port`).
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
