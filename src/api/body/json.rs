@@ -423,7 +423,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind, Kind::PayloadTooLarge);
         // A declared large body goes to a file from its first byte; a broken one is a
-        // 400 naming where it broke.
+        // 400 saying where it broke.
         let mut declared = HeaderMap::new();
         declared.insert(
             header::CONTENT_LENGTH,
@@ -442,7 +442,7 @@ mod tests {
         assert!(matches!(r, Received::Spooled { .. }));
         let e = r.parse::<serde_json::Value>().await.unwrap_err();
         assert_eq!(e.kind, Kind::BadRequest);
-        assert!(e.detail.contains("malformed JSON"), "{}", e.detail);
+        assert!(e.detail.contains("line 1 column 2"), "{}", e.detail);
     }
 
     #[tokio::test]
