@@ -12,7 +12,11 @@
 //!
 //! Each scenario runs a few warm-up iterations per tool, then interleaves the
 //! measured iterations (alternating which tool goes first) so that drift in
-//! machine load affects both tools alike.
+//! machine load affects both tools alike. `bodies` (runtime/bodies.rs) measures the
+//! service alone: the memory that refusing oversized request bodies costs it.
+
+#[path = "runtime/bodies.rs"]
+mod bodies;
 
 use std::env;
 use std::fs;
@@ -556,6 +560,11 @@ fn run() -> Result<(), String> {
         let server = Server::start(&runtimes[0].bin, &work.0.join("runs"))?;
         let bundle = make_bundle(&work.0.join("bundle-runs"), &rootfs, &["/bin/true"])?;
         run_throughput(&server, &runtimes[1], &bundle, iters.max(20) * 4)?;
+        ran += 1;
+    }
+    if filter.is_empty() || filter.iter().any(|f| "bodies".contains(f.as_str())) {
+        let server = Server::start(&runtimes[0].bin, &work.0.join("bodies"))?;
+        bodies::run(&server.addr, &server.token, server.child.id())?;
         ran += 1;
     }
     if ran == 0 {

@@ -189,7 +189,7 @@ fn watch_orphans(children: &[Proc], runner: i32, limit: Duration) -> Vec<(i32, i
 /// Kills the runner of a run in flight with SIGKILL; its children (the run's init and
 /// its warm containers' inits) must be reparented to the launcher, which reaps them.
 async fn kill_a_runner_mid_run(s: &Server, launcher: i32) {
-    let service = s.pid();
+    let service = s.pid().expect("the service runs") as i32;
     let killer = async {
         let program = loop {
             let found = descendants(service)
@@ -264,7 +264,7 @@ fn assert_no_zombies_soon(service: i32, when: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_zombies_under_the_service_after_varied_runs() {
     let s = Server::start();
-    let service = s.pid();
+    let service = s.pid().expect("the service runs") as i32;
     let t0 = Instant::now();
     // Two streams at once (so two runners or more), 300 runs in all, a runner killed
     // half way.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::{Identity, Role};
-use super::body::{BodyLimits, media_type, read_all, upload_reader};
+use super::body::{BodyLimits, media_type, read_json, receive, upload_reader};
 use super::error::{ApiError, ApiResult, FieldError, Kind};
 use crate::service::containers::{ContainerView, CreateFromImage};
 use crate::service::policy::Strictness;
@@ -77,7 +77,7 @@ pub struct CreateQuery {
         (status = 403, description = "The bundle's config.json is refused by policy", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body timeout", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id is taken, or the service is full", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than max_body_bytes (declared or streamed), or an archive over max_upload_bytes, max_upload_entries or the gzip ratio", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over its limit, declared or streamed (a JSON body: `body_limits.create_from_image` of `GET /v1/info`; an upload: max_body_bytes), or an archive over max_upload_bytes, max_upload_entries or the gzip ratio", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported content type", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The launcher is unavailable", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 504, description = "The launcher did not create the container in time (nothing is left behind)", body = super::error::Problem, content_type = "application/problem+json"),
@@ -104,8 +104,9 @@ pub async fn create(
                 ));
             }
             let (parts, body) = req.into_parts();
-            let body = read_all(body, &parts.headers, BodyLimits::of(&state.cfg)).await?;
-            let create: CreateFromImage = parse_json(&body)?;
+            let limits = BodyLimits::create(&state.cfg);
+            let (create, _memory): (CreateFromImage, _) =
+                read_json(body, &parts.headers, limits, &state.cfg.data).await?;
             state
                 .containers
                 .create_from_image(create, strictness, identity.role.as_str())
@@ -113,7 +114,8 @@ pub async fn create(
         }
         "application/x-tar" | "application/tar" | "application/gzip" | "application/x-gzip" => {
             let (parts, body) = req.into_parts();
-            let (reader, watch) = upload_reader(body, &parts.headers, BodyLimits::of(&state.cfg))?;
+            let limits = BodyLimits::upload(&state.cfg);
+            let (reader, watch) = upload_reader(body, &parts.headers, limits)?;
             state
                 .containers
                 .create_from_bundle(q.id, reader, strictness, identity.role.as_str())
@@ -130,22 +132,6 @@ pub async fn create(
         }
     };
     Ok((StatusCode::CREATED, Json(view)).into_response())
-}
-
-/// Parses JSON with an error that names the field (`process.args: invalid type ...`),
-/// refusing documents nested deeper than [`super::body::MAX_JSON_DEPTH`].
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    super::body::check_json_depth(body)?;
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(format!("malformed JSON: {inner}"))
-        } else {
-            ApiError::bad_request(format!("{path}: {inner}"))
-        }
-    })
 }
 
 /// List containers.
@@ -201,17 +187,21 @@ pub struct KillRequest {
     responses((status = 204, description = "Signal sent"),
         (status = 400, description = "Unknown signal", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such container", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not running", body = super::error::Problem, content_type = "application/problem+json")),
+        (status = 409, description = "Not running", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over its limit (`body_limits.kill` of `GET /v1/info`)", body = super::error::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn kill(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    req: Request,
 ) -> ApiResult<StatusCode> {
+    let (parts, body) = req.into_parts();
+    let limits = BodyLimits::kill(&state.cfg);
+    let body = receive(body, &parts.headers, limits, &state.cfg.data).await?;
     let req: KillRequest = if body.is_empty() {
         KillRequest::default()
     } else {
-        parse_json(&body)?
+        body.parse().await?.0
     };
     let name = match &req.signal {
         None => "SIGTERM".to_string(),

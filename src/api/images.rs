@@ -80,7 +80,7 @@ pub async fn import(
         ..TarLimits::default()
     };
     let (parts, body) = req.into_parts();
-    let (reader, watch) = upload_reader(body, &parts.headers, BodyLimits::of(&state.cfg))?;
+    let (reader, watch) = upload_reader(body, &parts.headers, BodyLimits::upload(&state.cfg))?;
     let images = state.images.clone();
     let info = blocking(move || images.import(&q.name, reader, &limits))
         .await

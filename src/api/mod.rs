@@ -86,8 +86,10 @@ pub fn router(state: AppState) -> Router {
                     Arc::new(limits.clone()),
                     middleware::time_limit,
                 ))
+                // No handler reads its body with axum's extractors (each route has
+                // its own limit, `body::limits`); one that did would get the smallest.
                 .layer(axum::extract::DefaultBodyLimit::max(
-                    limits.max_body_bytes.min(usize::MAX as u64) as usize,
+                    body::limits::KILL_JSON_BYTES as usize,
                 )),
         )
         .with_state(state)

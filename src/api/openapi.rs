@@ -5,6 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::body::limits::RouteBodyLimits;
 use super::error::{FieldError, Kind, Problem};
 use super::{containers, images, runs, system};
 use crate::images::{ImageInfo, Language};
@@ -31,7 +32,8 @@ use crate::service::runs::verdict::Verdict;
         ContainerView, CreateFromImage, ProcessRequest, ResourcesRequest, UserRequest,
         containers::KillRequest, ImageInfo, Language, Limits, system::Info, system::Health,
         Problem, FieldError, Kind, RunRequest, FileRequest, StepRequest, TestRequest,
-        LimitsRequest, RunLimits, RunsConfig, RunResult, StepResult, ExecResult, Verdict
+        LimitsRequest, RunLimits, RunsConfig, RunResult, StepResult, ExecResult, Verdict,
+        RouteBodyLimits
     )),
     modifiers(&Bearer, &CommonErrors),
     tags(

@@ -4,8 +4,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 
 use super::AppState;
-use super::body::{BodyLimits, media_type, read_all};
-use super::containers::parse_json;
+use super::body::{BodyLimits, media_type, read_json};
 use super::error::{ApiError, ApiResult, Kind};
 use crate::service::runs::request::RunRequest;
 use crate::service::runs::result::RunResult;
@@ -21,7 +20,7 @@ use crate::service::runs::result::RunResult;
     responses(
         (status = 200, description = "The run is done (whatever its verdicts)", body = RunResult),
         (status = 400, description = "Invalid request: field, limit, file path, image", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over its limit, declared or streamed: `runs.max_files_bytes` as base64 plus `runs.max_json_bytes` (`body_limits.runs` of `GET /v1/info`)", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = super::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over capacity; retry after the time in Retry-After", body = super::error::Problem, content_type = "application/problem+json"),
     ),
@@ -36,7 +35,9 @@ pub async fn create(State(state): State<AppState>, req: Request) -> ApiResult<Js
         ));
     }
     let (parts, body) = req.into_parts();
-    let body = read_all(body, &parts.headers, BodyLimits::of(&state.cfg)).await?;
-    let run: RunRequest = parse_json(&body)?;
+    let limits = BodyLimits::run(&state.cfg);
+    // The guard keeps the body's memory until the run is done, then gives it back.
+    let (run, _memory): (RunRequest, _) =
+        read_json(body, &parts.headers, limits, &state.cfg.data).await?;
     Ok(Json(state.runs.run(run).await?))
 }

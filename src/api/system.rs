@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::AppState;
+use super::body::limits::RouteBodyLimits;
 use super::error::{ApiError, ApiResult};
 use crate::service::config::Limits;
 
@@ -19,6 +20,8 @@ pub struct Info {
     #[schema(value_type = Object)]
     pub features: serde_json::Value,
     pub limits: Limits,
+    /// The body limit of each route that takes one, from the configuration.
+    pub body_limits: RouteBodyLimits,
 }
 
 /// Version, cgroup mode, runtime features and limits.
@@ -37,6 +40,7 @@ pub async fn info(State(state): State<AppState>) -> ApiResult<Json<Info>> {
         cgroup_mode: mode.into(),
         features: crate::runtime::features::document(),
         limits: state.cfg.limits.clone(),
+        body_limits: RouteBodyLimits::of(&state.cfg),
     }))
 }
 

@@ -99,9 +99,14 @@ impl Server {
         }
     }
 
-    /// The pid of the `corral serve` process (0 once stopped).
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    /// The service's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The address the service listens on (`127.0.0.1:port`).
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     pub fn data(&self) -> PathBuf {

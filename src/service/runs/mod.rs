@@ -65,6 +65,10 @@ pub struct RunsConfig {
     pub max_files: usize,
     /// All files of a request together, decoded.
     pub max_files_bytes: u64,
+    /// The rest of a request's JSON besides its files' contents: the steps, their stdin,
+    /// the tests' stdin and expected output, env, paths. A request body may be
+    /// `max_files_bytes` as base64 plus this, at most (413 beyond it).
+    pub max_json_bytes: u64,
 }
 
 impl Default for RunsConfig {
@@ -80,9 +84,13 @@ impl Default for RunsConfig {
             max_tests: 512,
             max_files: 256,
             max_files_bytes: 32 << 20,
+            max_json_bytes: 16 << 20,
         }
     }
 }
+
+/// The least `max_json_bytes` may be: room for a small request.
+const MIN_JSON_BYTES: u64 = 4 << 10;
 
 impl RunsConfig {
     pub fn concurrency(&self) -> usize {
@@ -92,7 +100,23 @@ impl RunsConfig {
         }
     }
 
+    /// The largest `POST /v1/runs` body: the files at `max_files_bytes` in base64 (the
+    /// larger of their two encodings for any content but text full of JSON escapes),
+    /// plus `max_json_bytes` for the rest.
+    pub fn max_request_bytes(&self) -> u64 {
+        self.max_files_bytes
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(self.max_json_bytes)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_json_bytes < MIN_JSON_BYTES {
+            return Err(format!(
+                "runs.max_json_bytes: {} is below {MIN_JSON_BYTES} (a request with one step and no files)",
+                self.max_json_bytes
+            ));
+        }
         if self.uid == 0 || self.gid == 0 {
             return Err("runs: uid and gid must not be 0 (programs never run as root)".into());
         }
