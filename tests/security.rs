@@ -232,21 +232,42 @@ fn symlinks_in_the_image_cannot_send_mounts_to_the_host() {
     assert!(entries(host.path()).is_empty());
 }
 
+/// proc and sysfs go on ordinary directories only (runc's rule): an image whose `/proc`
+/// or `/sys` is a symlink, to a host path or inside the image, or whose `/proc` is a file,
+/// is refused by name, and nothing reaches the link's target.
 #[test]
-fn a_proc_symlink_cannot_send_proc_to_the_host() {
+fn proc_and_sys_are_mounted_on_ordinary_directories_only() {
     let c = Corral::new("sec-procsym");
     let host = tempdir("corral-escape-");
-    let mut b = Bundle::with_rootfs_copy();
-    let proc_dir = b.rootfs().join("proc");
-    std::fs::remove_dir(&proc_dir).unwrap();
-    std::os::unix::fs::symlink(host.path(), &proc_dir).unwrap();
-    b.sh("grep -c ^Name: /proc/self/status");
-    let out = c.run(&c.id("a"), &b).ok();
-    assert_eq!(out.stdout, "1\n");
-    assert!(
-        entries(host.path()).is_empty(),
-        "proc was mounted on the host dir"
-    );
+    for (i, (dir, target, why)) in [
+        ("proc", Some(host.path().to_path_buf()), "symlink"),
+        ("sys", Some(host.path().to_path_buf()), "symlink"),
+        ("proc", Some("tmp".into()), "symlink"),
+        ("proc", None, "not a directory"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = Bundle::with_rootfs_copy();
+        let path = b.rootfs().join(dir);
+        std::fs::remove_dir(&path).unwrap();
+        match &target {
+            Some(t) => std::os::unix::fs::symlink(t, &path).unwrap(),
+            None => std::fs::write(&path, "").unwrap(),
+        }
+        b.sh("grep -c ^Name: /proc/self/status");
+        let id = c.id(&format!("{dir}{i}"));
+        let fs = if dir == "proc" { "proc" } else { "sysfs" };
+        c.run(&id, &b).one_line_error(&[
+            &format!("filesystem {fs} must be mounted on an ordinary directory"),
+            &format!("/{dir}"),
+            why,
+        ]);
+        assert!(
+            entries(host.path()).is_empty(),
+            "{dir} was mounted on the host dir"
+        );
+    }
 }
 
 #[test]

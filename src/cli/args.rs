@@ -237,7 +237,8 @@ pub struct UpdateArgs {
     /// Memory soft limit.
     #[arg(long, allow_hyphen_values = true)]
     pub memory_reservation: Option<String>,
-    /// Refused: kernel memory limits were removed from Linux.
+    /// Kernel memory limit (cgroup v1 kernels that still have one; ignored with a
+    /// warning elsewhere, as by runc).
     #[arg(long, allow_hyphen_values = true)]
     pub kernel_memory: Option<String>,
     /// CPU shares (relative weight).

@@ -191,11 +191,6 @@ pub fn update(store: &Store, a: &UpdateArgs) -> Result<()> {
             if !flags_given {
                 bail!("update needs --resources or at least one limit flag");
             }
-            if a.kernel_memory.is_some() {
-                bail!(
-                    "--kernel-memory: kernel memory limits were removed from Linux (5.16 and later); not supported"
-                );
-            }
             from_flags(a)?
         }
     };
@@ -212,6 +207,7 @@ fn from_flags(a: &UpdateArgs) -> Result<LinuxResources> {
         ("limit", "--memory", &a.memory),
         ("swap", "--memory-swap", &a.memory_swap),
         ("reservation", "--memory-reservation", &a.memory_reservation),
+        ("kernel", "--kernel-memory", &a.kernel_memory),
     ] {
         if let Some(n) = mem(flag, v)? {
             memory.insert(key.into(), json!(n));

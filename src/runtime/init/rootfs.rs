@@ -14,7 +14,9 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
 use crate::runtime::linux::error::{Context, SysError, SysResult};
-use crate::runtime::linux::fs::{Kind, mkdir_all_in_root, open_in_root, proc_fd_path};
+use crate::runtime::linux::fs::{
+    Kind, is_plain_dir_in_root, mkdir_all_in_root, open_in_root, proc_fd_path,
+};
 use crate::runtime::linux::mount::{detach, mount_fs, remount_bind, set_propagation};
 use crate::runtime::plan::{DevicePlan, MountPlan, Plan};
 
@@ -41,6 +43,23 @@ pub fn prepare(plan: &Plan) -> SysResult<Rootfs> {
     )?;
     let fd = File::open(&path).ctx(|| format!("open rootfs {}", path.display()))?;
     Ok(Rootfs { path, fd })
+}
+
+/// A proc or sysfs mount goes on an ordinary directory of the image (or one that the
+/// runtime creates), never through a symlink: the image's `/proc -> somewhere` would
+/// otherwise decide where the kernel's most sensitive files appear, and what the masked
+/// and read-only paths cover (runc refuses it the same way, after CVE-2019-19921).
+fn ordinary_dir(root: &Rootfs, typ: &str, dest: &Path) -> SysResult<()> {
+    let why = match is_plain_dir_in_root(root.fd.as_fd(), dest) {
+        Ok(_) => return Ok(()),
+        Err(nix::Error::ELOOP) => "it, or a directory on the way, is a symlink in the rootfs",
+        Err(nix::Error::ENOTDIR) => "it, or a directory on the way, is not a directory",
+        Err(e) => return Err(SysError::new(format!("resolve {}", dest.display()), e)),
+    };
+    Err(SysError::invalid(format!(
+        "filesystem {typ} must be mounted on an ordinary directory: {}: {why}",
+        dest.display()
+    )))
 }
 
 /// Mounts one entry of the spec's `mounts` inside the rootfs. A failure that the rootfs
@@ -71,6 +90,9 @@ fn mount_one_inner(
             .is_dir(),
         _ => true,
     };
+    if m.typ == "proc" || m.typ == "sysfs" {
+        ordinary_dir(root, &m.typ, dest)?;
+    }
     let kind = if source_is_dir { Kind::Dir } else { Kind::File };
     let target_fd = mkdir_all_in_root(root.fd.as_fd(), dest, kind, dest)?;
     let target = proc_fd_path(&target_fd);

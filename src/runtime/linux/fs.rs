@@ -32,6 +32,24 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> nix::Res
     }
 }
 
+/// Whether `path` inside `root` is an ordinary directory: reached without following any
+/// symlink on the way (`RESOLVE_NO_SYMLINKS`). `Ok(false)` when it is missing; `ELOOP`
+/// (a symlink on the way) and `ENOTDIR` (not a directory) are errors for the caller to
+/// name.
+pub fn is_plain_dir_in_root(root: BorrowedFd<'_>, path: &Path) -> nix::Result<bool> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(RESOLVE | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    loop {
+        match openat2(root, relative(path).as_path(), how) {
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
+            Ok(_) => return Ok(true),
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// What to create at the end of a path when it is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -21,7 +21,19 @@ fn block_device() -> Option<(i64, i64)> {
     Some((ma.parse().ok()?, mi.parse().ok()?))
 }
 
-fn resources() -> LinuxResources {
+/// Whether this host weighs block I/O by cgroup on v1: CFQ's or BFQ's weight files (BFQ
+/// is a module, not loaded everywhere).
+fn host_weighs_block_io() -> bool {
+    // Looked up in a cgroup of our own: the root cgroup never has the weight files.
+    let probe = Guard::new(Cgroup::create(&unique_path("corral-probe"), None).unwrap());
+    let blk = dir_of(probe.cg(), "blkio");
+    ["blkio.weight", "blkio.bfq.weight"]
+        .iter()
+        .any(|f| blk.join(f).exists())
+}
+
+/// Limits in every v1 controller; a block I/O weight when `weight`.
+fn resources_with(weight: bool) -> LinuxResources {
     let mut mem = LinuxMemoryBuilder::default()
         .limit(64i64 << 20)
         .reservation(32i64 << 20)
@@ -61,7 +73,7 @@ fn resources() -> LinuxResources {
     if let Some((major, minor)) = block_device() {
         b = b.block_io(
             LinuxBlockIoBuilder::default()
-                .weight(300u16)
+                .weight(if weight { 300u16 } else { 0 })
                 .throttle_read_bps_device(vec![
                     LinuxThrottleDeviceBuilder::default()
                         .major(major)
@@ -81,7 +93,20 @@ fn resources() -> LinuxResources {
 fn create_applies_limits_and_delete_removes_everything() {
     let Some(_) = v1_host() else { return };
     let path = unique_path("corral-test");
-    let r = resources();
+    let weighs = host_weighs_block_io() && block_device().is_some();
+    if !weighs && block_device().is_some() {
+        // No proportional I/O scheduler here: a weight is refused by name, not dropped.
+        let e = Cgroup::create(&path, Some(&resources_with(true)))
+            .map(Guard::new)
+            .err()
+            .expect("a blkio weight on a host without CFQ or BFQ was accepted");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("linux.resources.blockIO.weight") && msg.contains("BFQ"),
+            "{msg}"
+        );
+    }
+    let r = resources_with(weighs);
     let g = Guard::new(Cgroup::create(&path, Some(&r)).unwrap());
     let cg = g.cg();
     assert_ne!(cg.mode(), CgroupMode::V2);
@@ -116,12 +141,14 @@ fn create_applies_limits_and_delete_removes_everything() {
     );
     if let Some((major, minor)) = block_device() {
         let blk = dir_of(cg, "blkio");
-        let w = ["blkio.weight", "blkio.bfq.weight"]
-            .iter()
-            .map(|f| blk.join(f))
-            .find(|f| f.exists())
-            .unwrap();
-        assert!(read(w).ends_with("300"));
+        if weighs {
+            let w = ["blkio.weight", "blkio.bfq.weight"]
+                .iter()
+                .map(|f| blk.join(f))
+                .find(|f| f.exists())
+                .unwrap();
+            assert!(read(w).ends_with("300"));
+        }
         assert_eq!(
             read(blk.join("blkio.throttle.read_bps_device")),
             format!("{major}:{minor} 1048576")
@@ -261,4 +288,24 @@ fn hugepage_limit_in_hybrid_layout() {
     );
     cg.delete().unwrap();
     assert_gone(cg);
+}
+
+#[test]
+fn block_io_weights_go_to_cfq_or_bfq_files_or_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = super::v1::weight_files(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("linux.resources.blockIO.weight: not supported") && e.contains("BFQ"),
+        "{e}"
+    );
+    fs::write(dir.path().join("blkio.bfq.weight"), "").unwrap();
+    assert_eq!(
+        super::v1::weight_files(dir.path()).unwrap(),
+        ("blkio.bfq.weight", "blkio.bfq.weight_device")
+    );
+    fs::write(dir.path().join("blkio.weight"), "").unwrap();
+    assert_eq!(
+        super::v1::weight_files(dir.path()).unwrap(),
+        ("blkio.weight", "blkio.weight_device")
+    );
 }

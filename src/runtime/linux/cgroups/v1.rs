@@ -64,10 +64,13 @@ fn memory(cg: &Cgroup, m: &LinuxMemory) -> Result<(), CgroupError> {
     let reservation = mem_value(&format!("{R}.memory.reservation"), m.reservation())?;
     let mut swap = mem_value(&format!("{R}.memory.swap"), m.swap())?;
     let tcp = mem_value(&format!("{R}.memory.kernelTCP"), m.kernel_tcp())?;
+    #[allow(deprecated)] // applied where the kernel still has it
+    let kernel = mem_value(&format!("{R}.memory.kernel"), m.kernel())?;
     if limit.is_none()
         && reservation.is_none()
         && swap.is_none()
         && tcp.is_none()
+        && kernel.is_none()
         && m.swappiness().is_none()
         && m.disable_oom_killer().is_none()
         && m.use_hierarchy().is_none()
@@ -104,8 +107,11 @@ fn memory(cg: &Cgroup, m: &LinuxMemory) -> Result<(), CgroupError> {
     if let Some(v) = reservation {
         mc.set_soft_limit(v).rs_ctx(dir, &v)?;
     }
+    if let Some(v) = kernel {
+        kernel_limit(dir, "memory.kernel", "memory.kmem.limit_in_bytes", v)?;
+    }
     if let Some(v) = tcp {
-        mc.set_tcp_limit(v).rs_ctx(dir, &v)?;
+        kernel_limit(dir, "memory.kernelTCP", "memory.kmem.tcp.limit_in_bytes", v)?;
     }
     if let Some(v) = m.swappiness() {
         mc.set_swappiness(v).rs_ctx(dir, &v)?;
@@ -117,6 +123,44 @@ fn memory(cg: &Cgroup, m: &LinuxMemory) -> Result<(), CgroupError> {
         fsutil::write(&dir.join("memory.use_hierarchy"), bool_str(h))?;
     }
     Ok(())
+}
+
+/// The kernel's `ENOTSUPP` (524), which `memory.kmem.limit_in_bytes` answers on kernels
+/// that keep the file but no longer limit kernel memory (5.16 to 6.0).
+const ENOTSUPP: i32 = 524;
+
+/// Writes a kernel memory limit (`field` of `memory`, the interface file `file`) where the
+/// kernel still has one. A kernel without it (no file: built without kmem accounting, or
+/// 6.1 and later for `kmem.limit_in_bytes`; or a file that answers "not supported") gets
+/// a warning and the limit is ignored, as runc does: engines and spec generators still
+/// send the field. Any other failure to write it is an error.
+fn kernel_limit(dir: &Path, field: &str, file: &str, v: i64) -> Result<(), CgroupError> {
+    use std::io::Write as _;
+    let path = dir.join(file);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(v.to_string().as_bytes()));
+    match written {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EOPNOTSUPP | ENOTSUPP)
+            ) =>
+        {
+            tracing::warn!(
+                "{R}.{field}: this kernel does not limit kernel memory ({}: {e}); ignored",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(CgroupError::Write {
+            path,
+            value: v.to_string(),
+            errno: super::error::errno_of(&e),
+        }),
+    }
 }
 
 fn bool_str(b: bool) -> &'static str {
@@ -215,11 +259,11 @@ fn blkio(cg: &Cgroup, b: &LinuxBlockIo) -> Result<(), CgroupError> {
     }
     let dir = need(cg, "blkio", "blockIO")?;
     let bc = BlkIoController::new(dir.to_path_buf(), dir.to_path_buf(), false);
-    // CFQ's files, or BFQ's on kernels that no longer have CFQ (runc does the same).
-    let (weight_file, weight_device_file) = if dir.join("blkio.weight").exists() {
-        ("blkio.weight", "blkio.weight_device")
+    let weighted = weight.is_some() || devices.iter().any(|d| d.weight().is_some_and(|w| w != 0));
+    let (weight_file, weight_device_file) = if weighted {
+        weight_files(dir)?
     } else {
-        ("blkio.bfq.weight", "blkio.bfq.weight_device")
+        ("", "")
     };
     if let Some(w) = weight {
         fsutil::write(&dir.join(weight_file), &w.to_string())?;
@@ -242,6 +286,33 @@ fn blkio(cg: &Cgroup, b: &LinuxBlockIo) -> Result<(), CgroupError> {
         }
     }
     common::throttle(dir, &bc, b)
+}
+
+/// The blkio files of proportional weights in the blkio directory `dir`: CFQ's, or BFQ's
+/// on kernels that no longer have CFQ (5.0 and later), as runc picks them. Without
+/// either, no scheduler of this kernel weighs block I/O by cgroup (BFQ is a module, often
+/// not loaded): the weight is refused, naming the field and the missing feature, rather
+/// than written to a missing file or dropped.
+pub(super) fn weight_files(dir: &Path) -> Result<(&'static str, &'static str), CgroupError> {
+    if dir.join("blkio.weight").exists() {
+        Ok(("blkio.weight", "blkio.weight_device"))
+    } else if dir.join("blkio.bfq.weight").exists() {
+        Ok(("blkio.bfq.weight", "blkio.bfq.weight_device"))
+    } else {
+        Err(no_weights("blkio.bfq.weight"))
+    }
+}
+
+/// A block I/O weight on a kernel without a proportional I/O scheduler (`missing`: the
+/// interface file it would have).
+pub(super) fn no_weights(missing: &str) -> CgroupError {
+    CgroupError::unsupported(
+        format!("{R}.blockIO.weight"),
+        format!(
+            "this kernel weighs block I/O only with the BFQ I/O scheduler (CFQ is gone since \
+             Linux 5.0), and BFQ is not available here (no {missing}; `modprobe bfq` loads it)"
+        ),
+    )
 }
 
 /// The v1 hugetlb hierarchy if mounted, else (hybrid) the unified mount, where the

@@ -138,6 +138,16 @@ fn memory(dir: &Path, avail: &[String], m: &LinuxMemory) -> Result<(), CgroupErr
     let limit = mem_value(&format!("{R}.memory.limit"), m.limit())?;
     let reservation = mem_value(&format!("{R}.memory.reservation"), m.reservation())?;
     let swap = convert::swap_v2(limit, mem_value(&format!("{R}.memory.swap"), m.swap())?)?;
+    #[allow(deprecated)] // read to say that it is ignored
+    let kernel = [("kernel", m.kernel()), ("kernelTCP", m.kernel_tcp())];
+    for (field, _) in kernel.iter().filter(|(_, v)| v.is_some_and(|v| v != 0)) {
+        // runc ignores them too: v2 charges kernel memory to memory.max, with no limit of
+        // its own; engines and generators still send the field.
+        tracing::warn!(
+            "{R}.memory.{field}: cgroup v2 has no separate kernel memory limit (kernel \
+             memory counts against memory.max); ignored"
+        );
+    }
     if limit.is_none() && reservation.is_none() && swap.is_none() {
         return Ok(()); // useHierarchy=true holds by itself; the rest was refused by validate
     }
@@ -219,11 +229,17 @@ fn io(dir: &Path, avail: &[String], b: &LinuxBlockIo) -> Result<(), CgroupError>
     // BFQ takes blkio weights as they are; without it, io.weight (1..=10000) gets
     // runc's linear conversion. Both accept "MAJ:MIN WEIGHT" per-device overrides.
     let bfq = dir.join("io.bfq.weight");
+    let plain = dir.join("io.weight");
     let (file, conv): (_, fn(u16) -> u64) = if bfq.exists() {
         (bfq, u64::from)
     } else {
-        (dir.join("io.weight"), convert::blkio_weight_to_io_weight)
+        (plain, convert::blkio_weight_to_io_weight)
     };
+    let weighted = weight.is_some() || devices.iter().any(|d| d.weight().is_some_and(|w| w != 0));
+    if weighted && !file.exists() {
+        // Neither BFQ nor the io.weight of blk-iocost.
+        return Err(super::v1::no_weights("io.bfq.weight or io.weight"));
+    }
     if let Some(w) = weight {
         fsutil::write(&file, &conv(w).to_string())?;
     }

@@ -46,13 +46,9 @@ pub(super) fn validate(r: &LinuxResources, mode: CgroupMode) -> Result<(), Cgrou
     }
 
     if let Some(m) = r.memory() {
-        #[allow(deprecated)] // reading it to refuse it
-        if m.kernel().is_some() {
-            return Err(CgroupError::unsupported(
-                format!("{R}.memory.kernel"),
-                "kernel memory limits were removed from Linux (5.16 and later)",
-            ));
-        }
+        #[allow(deprecated)] // kernel memory limits: checked like the others, see v1.rs
+        convert::mem_value(&format!("{R}.memory.kernel"), m.kernel())?;
+        convert::mem_value(&format!("{R}.memory.kernelTCP"), m.kernel_tcp())?;
         let limit = convert::mem_value(&format!("{R}.memory.limit"), m.limit())?;
         convert::mem_value(&format!("{R}.memory.reservation"), m.reservation())?;
         let swap = convert::mem_value(&format!("{R}.memory.swap"), m.swap())?;
@@ -72,9 +68,6 @@ pub(super) fn validate(r: &LinuxResources, mode: CgroupMode) -> Result<(), Cgrou
                     "must be 0..=100",
                 ));
             }
-        }
-        if v2 && m.kernel_tcp().is_some() {
-            return Err(v2_only("memory.kernelTCP"));
         }
         if v2 && m.disable_oom_killer() == Some(true) {
             return Err(v2_only("memory.disableOOMKiller"));
@@ -246,8 +239,17 @@ mod tests {
             )
             .build()
             .unwrap();
+        // Accepted everywhere (applied or ignored with a warning when set), as by runc.
+        for mode in [CgroupMode::V1, CgroupMode::Hybrid, CgroupMode::V2] {
+            assert!(validate(&kmem, mode).is_ok(), "{mode:?}");
+        }
+        let bad_kmem = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().kernel(-7i64).build().unwrap())
+            .build()
+            .unwrap();
         assert!(
-            err(&kmem, CgroupMode::V1).starts_with("linux.resources.memory.kernel: not supported")
+            err(&bad_kmem, CgroupMode::V1)
+                .starts_with("linux.resources.memory.kernel: invalid value -7")
         );
         let mem = |b: LinuxMemoryBuilder| {
             LinuxResourcesBuilder::default()
@@ -260,7 +262,7 @@ mod tests {
         assert!(err(&swappy, CgroupMode::V2).starts_with("linux.resources.memory.swappiness"));
         let tcp = mem(LinuxMemoryBuilder::default().kernel_tcp(1i64 << 20));
         assert!(validate(&tcp, CgroupMode::Hybrid).is_ok());
-        assert!(validate(&tcp, CgroupMode::V2).is_err());
+        assert!(validate(&tcp, CgroupMode::V2).is_ok());
         let oom = mem(LinuxMemoryBuilder::default().disable_oom_killer(true));
         assert!(validate(&oom, CgroupMode::V1).is_ok());
         assert!(err(&oom, CgroupMode::V2).contains("disableOOMKiller"));
