@@ -373,6 +373,12 @@ fn spec_writes_once_and_refuses_to_overwrite() {
     assert!(v["ociVersion"].is_string(), "{v}");
     assert!(v["process"]["args"].is_array(), "{v}");
     assert_eq!(v["root"]["path"], "rootfs", "{v}");
+    // runc's device rules: deny all (the runtime appends the standard devices).
+    assert_eq!(
+        v["linux"]["resources"]["devices"],
+        serde_json::json!([{"allow": false, "access": "rwm"}]),
+        "{v}"
+    );
 
     std::fs::write(&path, "precious").unwrap();
     let second = common::Outcome::from_output("corral spec", spec(dir.path()));

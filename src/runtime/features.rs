@@ -48,6 +48,9 @@ const MOUNT_OPTIONS: &[&str] = &[
     "unbindable",
 ];
 
+/// Annotation of the features document: device cgroup rules work on cgroup v2 (eBPF).
+pub const DEVICES_V2_ANNOTATION: &str = "org.corral.cgroup.v2.devices.enabled";
+
 pub fn document() -> Value {
     let mut caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
     caps.sort();
@@ -86,6 +89,9 @@ pub fn document() -> Value {
             "mountExtensions": { "idmap": { "enabled": false } }
         },
         "annotations": {
+            // Not a field of the features document: `linux.resources.devices` is enforced
+            // on cgroup v2 too, by an eBPF device program (runtime/linux/cgroups/devices).
+            DEVICES_V2_ANNOTATION: "true",
             "org.opencontainers.runtime.name": "corral",
             "org.opencontainers.runtime.version": env!("CARGO_PKG_VERSION")
         }
@@ -118,5 +124,7 @@ mod tests {
         assert_eq!(linux["mountExtensions"]["idmap"]["enabled"], false);
         let actions = linux["seccomp"]["actions"].as_array().unwrap();
         assert!(!actions.iter().any(|a| a == "SCMP_ACT_NOTIFY"));
+        assert_eq!(linux["cgroup"]["v2"], true);
+        assert_eq!(doc["annotations"][DEVICES_V2_ANNOTATION], "true");
     }
 }

@@ -121,13 +121,14 @@ impl DeviceRule {
                 ));
             }
         };
+        // The kernel's device numbers (and its rules' numbers) are u32.
         let num = |f: &str, v: Option<i64>| match v {
             None | Some(-1) => Ok(None),
-            Some(n) if n >= 0 => Ok(Some(n)),
+            Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(Some(n)),
             Some(n) => Err(CgroupError::invalid(
                 field(f),
                 n,
-                "must be >= 0 or -1 (any)",
+                "must be 0..=4294967295, or -1 (any)",
             )),
         };
         let access = match d.access().as_deref() {
@@ -169,41 +170,6 @@ impl std::fmt::Display for DeviceRule {
             n(self.minor),
             self.access
         )
-    }
-}
-
-/// cgroup v2 has no device files; rules are enforced by an eBPF program attached to the
-/// cgroup, which corral does not implement. What can be accepted without one:
-/// - no rules, or rules that allow everything: the v2 default, so nothing to enforce;
-/// - the standard runtime list "deny all, then allow some devices": accepted, but NOT
-///   enforced by the cgroup (a warning is logged). The container still only sees the
-///   device nodes the runtime creates in its /dev, and without CAP_MKNOD cannot make more.
-///
-/// Anything else (a deny rule after an allow, a partial deny, ...) asks for semantics
-/// that only a device filter can provide, and is refused. Returns whether the rules are
-/// accepted without being enforced (the caller warns).
-pub(super) fn check_devices_v2(rules: &[DeviceRule]) -> Result<bool, CgroupError> {
-    let field = "linux.resources.devices";
-    match rules.split_first() {
-        None => Ok(false),
-        Some(_) if rules.iter().all(|r| r.allow) => Ok(false),
-        Some((first, rest)) if !first.allow && first.is_all() && rest.iter().all(|r| r.allow) => {
-            Ok(true)
-        }
-        Some(_) => {
-            let bad = rules
-                .iter()
-                .enumerate()
-                .skip(1)
-                .find(|(_, r)| !r.allow)
-                .map_or(0, |(i, _)| i);
-            Err(CgroupError::unsupported(
-                format!("{field}[{bad}]"),
-                "on cgroup v2 device rules need an eBPF device filter, which corral does not \
-                 implement; only the default-deny list (deny all first, then allow rules) is \
-                 accepted, and it is not enforced by the cgroup",
-            ))
-        }
     }
 }
 
@@ -355,26 +321,26 @@ mod tests {
             .build()
             .unwrap();
         assert!(DeviceRule::from_oci(0, &bad).is_err());
-    }
-
-    #[test]
-    fn v2_device_acceptance() {
-        let deny_all = rule(false, None, None, "rwm");
-        let null = rule(true, Some(LinuxDeviceType::C), Some((1, 3)), "rwm");
-        let deny_null = rule(false, Some(LinuxDeviceType::C), Some((1, 3)), "rwm");
-        let allow_all = rule(true, None, None, "rwm");
-        assert!(!check_devices_v2(&[]).unwrap());
-        assert!(!check_devices_v2(std::slice::from_ref(&allow_all)).unwrap());
-        assert!(check_devices_v2(&[deny_all.clone(), null.clone()]).unwrap());
-        assert!(check_devices_v2(std::slice::from_ref(&deny_all)).unwrap());
-        let e = check_devices_v2(&[deny_all.clone(), null.clone(), deny_null.clone()]).unwrap_err();
+        let big = LinuxDeviceCgroupBuilder::default()
+            .major(1i64 << 32)
+            .build()
+            .unwrap();
+        let e = DeviceRule::from_oci(2, &big).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("linux.resources.devices[2]: not supported"),
+                .starts_with("linux.resources.devices[2].major"),
             "{e}"
         );
-        assert!(check_devices_v2(&[deny_null, null]).is_err());
-        assert!(check_devices_v2(&[allow_all, deny_all]).is_err());
+        let max = LinuxDeviceCgroupBuilder::default()
+            .typ(LinuxDeviceType::B)
+            .major(i64::from(u32::MAX))
+            .minor(-1)
+            .build()
+            .unwrap();
+        assert_eq!(
+            DeviceRule::from_oci(0, &max).unwrap().to_string(),
+            "b 4294967295:* rwm"
+        );
     }
 
     #[test]

@@ -90,6 +90,17 @@ pub enum CgroupError {
         errno: Errno,
     },
 
+    /// The eBPF device program that enforces `linux.resources.devices` on a cgroup2
+    /// directory could not be loaded, attached or swapped; `hint` says what the kernel
+    /// most likely lacks.
+    #[error("linux.resources.devices: {op} for cgroup {path}: {errno}: {hint}")]
+    DeviceFilter {
+        op: &'static str,
+        path: PathBuf,
+        errno: Errno,
+        hint: String,
+    },
+
     /// An error reported by cgroups-rs that is not a plain read or write failure.
     #[error("{path}: {detail}")]
     Other { path: PathBuf, detail: String },
@@ -112,7 +123,8 @@ impl CgroupError {
             | Self::Write { errno, .. }
             | Self::OpenWrite { errno, .. }
             | Self::Read { errno, .. }
-            | Self::Signal { errno, .. } => Some(*errno),
+            | Self::Signal { errno, .. }
+            | Self::DeviceFilter { errno, .. } => Some(*errno),
             _ => None,
         }
     }

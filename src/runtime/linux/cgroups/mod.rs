@@ -13,12 +13,15 @@
 //! file writers and readers where they are correct; the module docs of `layout.rs`,
 //! `v1.rs`, `v2.rs`, `freezer.rs` and `stats.rs` say what is ours instead, and why.
 //!
-//! On a v2 host device rules need an eBPF program, which is not implemented: see
-//! `convert::check_devices_v2` for what is accepted (and not enforced) and what is refused.
+//! Device rules (`linux.resources.devices`) are written to `devices.allow`/`devices.deny`
+//! on v1; on v2 they are compiled into an eBPF device program attached to the cgroup,
+//! and on a hybrid host that program is attached to the unified cgroup as well as the
+//! v1 files written (see `devices/mod.rs`).
 
 mod cgroup;
 mod common;
 mod convert;
+mod devices;
 mod dynmods;
 mod error;
 mod freezer;

@@ -139,6 +139,10 @@ fn create_applies_limits_and_delete_removes_everything() {
         read(dir_of(cg, "devices").join("devices.list")),
         "c 1:3 rwm"
     );
+    // Hybrid: the same rules as an eBPF program on the unified cgroup too.
+    if let Some(unified) = &cg.unified {
+        assert_eq!(devices::attached(unified).len(), 1);
+    }
     if let Some((major, minor)) = block_device() {
         let blk = dir_of(cg, "blkio");
         if weighs {

@@ -182,30 +182,77 @@ fn v2_missing_controllers_and_refused_fields_leave_nothing() {
             .starts_with("linux.resources.memory.swappiness: not supported"),
         "{e}"
     );
-    // Device rules a v2 cgroup cannot express without eBPF.
+    // A rule that would punch a hole in a wildcard exception: refused by name.
+    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
+        if let Some(m) = major {
+            b = b.major(m).minor(0);
+        }
+        b.build().unwrap()
+    };
     let r = LinuxResourcesBuilder::default()
         .devices(vec![
-            LinuxDeviceCgroupBuilder::default()
-                .allow(true)
-                .access("rwm")
-                .build()
-                .unwrap(),
-            LinuxDeviceCgroupBuilder::default()
-                .allow(false)
-                .typ(LinuxDeviceType::B)
-                .major(8)
-                .minor(0)
-                .access("w")
-                .build()
-                .unwrap(),
+            rule(true, LinuxDeviceType::A, None, "rwm"),
+            rule(false, LinuxDeviceType::B, None, "w"),
+            rule(true, LinuxDeviceType::B, Some(8), "w"),
         ])
         .build()
         .unwrap();
     let e = create_err(layout, &path, &r, &[]);
     assert!(
         e.to_string()
-            .starts_with("linux.resources.devices[1]: not supported"),
+            .starts_with("linux.resources.devices[2]: invalid value b 8:0 w: cannot allow part"),
         "{e}"
     );
     assert_gone(&probe);
+}
+
+/// Device rules on the v2 path: `create` attaches the eBPF program to the cgroup,
+/// `apply` (update) replaces it, and rules that allow everything remove it. What the
+/// program allows and refuses is tested in `devices/tests.rs`.
+#[test]
+fn v2_device_rules_attach_and_replace_a_program() {
+    let Some(layout) = v2_layout() else { return };
+    let rules = |list: serde_json::Value| -> oci_spec::runtime::LinuxResources {
+        serde_json::from_value(serde_json::json!({ "devices": list })).unwrap()
+    };
+    let deny_all_but_null = rules(serde_json::json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"},
+    ]));
+    let g = Guard::new(
+        Cgroup::create_in(
+            layout,
+            &unique_path("corral-test-v2"),
+            Some(&deny_all_but_null),
+        )
+        .unwrap(),
+    );
+    let dir = g.cg().unified.clone().unwrap();
+    let first = devices::attached(&dir);
+    assert_eq!(first.len(), 1);
+    g.cg()
+        .apply(&rules(
+            serde_json::json!([{"allow": false, "access": "rwm"}]),
+        ))
+        .unwrap();
+    let second = devices::attached(&dir);
+    assert_eq!(second.len(), 1);
+    assert_ne!(first, second);
+    // No devices field: the program stays.
+    g.cg()
+        .apply(&serde_json::from_str(r#"{"pids": {"limit": 0}}"#).unwrap())
+        .unwrap();
+    assert_eq!(devices::attached(&dir), second);
+    g.cg()
+        .apply(&rules(
+            serde_json::json!([{"allow": true, "access": "rwm"}]),
+        ))
+        .unwrap();
+    assert!(devices::attached(&dir).is_empty());
+    g.cg().delete().unwrap();
+    assert_gone(g.cg());
 }

@@ -23,8 +23,9 @@ use oci_spec::runtime::{
 
 use super::cgroup::Cgroup;
 use super::convert::mem_value;
+use super::devices as devices_bpf;
 use super::error::{CgroupError, RsContext};
-use super::{common, fsutil, v2, validate};
+use super::{CgroupMode, common, fsutil, v2, validate};
 
 const R: &str = "linux.resources";
 
@@ -45,7 +46,9 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> 
     if let Some(h) = r.hugepage_limits().as_deref().filter(|h| !h.is_empty()) {
         hugetlb(cg, h)?;
     }
-    devices(cg, r)
+    devices(cg, r)?;
+    unified_devices(cg, r);
+    Ok(())
 }
 
 /// The cgroup's directory in the hierarchy of `controller`, needed for `field`.
@@ -331,6 +334,34 @@ fn hugetlb(cg: &Cgroup, limits: &[LinuxHugepageLimit]) -> Result<(), CgroupError
             "hugetlb",
             "neither a v1 hierarchy nor a cgroup2 mount has it",
         )),
+    }
+}
+
+/// On a hybrid host whose unified hierarchy holds the container's cgroup: the eBPF
+/// device program of the same rules, attached there as on a v2 host, so that an access
+/// must pass both it and the v1 controller (see `devices/mod.rs`). The v1 controller
+/// already enforces the rules, so a failure here (a kernel without cgroup eBPF, a rule
+/// list v1 takes but the compiler refuses) is logged, not fatal, and any program of
+/// earlier rules is detached.
+fn unified_devices(cg: &Cgroup, r: &LinuxResources) {
+    let Some(dir) = cg
+        .unified
+        .as_deref()
+        .filter(|_| cg.layout.mode == CgroupMode::Hybrid)
+    else {
+        return;
+    };
+    let applied = validate::device_rules(r).and_then(|rules| devices_bpf::apply(dir, &rules));
+    if let Err(e) = applied {
+        // Leave no program of earlier rules behind: the v1 controller decides alone.
+        let detached = devices_bpf::detach_all(dir);
+        tracing::warn!(
+            cgroup = %cg.path,
+            error = %e,
+            detached = detached.is_ok(),
+            "no eBPF device program in the unified hierarchy; the v1 devices controller \
+             enforces linux.resources.devices alone"
+        );
     }
 }
 

@@ -8,6 +8,9 @@
 //! Not used: its `set_swappiness` (on v2 it writes the swappiness into
 //! `memory.swap.max`), `set_soft_limit` (writes `-1` verbatim into `memory.low`) and
 //! `set_weight` (always `io.bfq.weight`, unconverted).
+//!
+//! `linux.resources.devices` has no interface file on v2: it becomes an eBPF device
+//! program attached to the cgroup (`devices/mod.rs`).
 
 use std::path::Path;
 
@@ -20,7 +23,7 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 use super::cgroup::Cgroup;
 use super::convert::{self, max_str, mem_value};
 use super::error::{CgroupError, RsContext};
-use super::{common, fsutil, validate};
+use super::{common, devices, fsutil, validate};
 
 const R: &str = "linux.resources";
 
@@ -114,13 +117,7 @@ pub(super) fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> 
     if let Some(h) = r.hugepage_limits().as_deref().filter(|h| !h.is_empty()) {
         common::hugetlb_limits(need(dir, &avail, "hugetlb", "hugepageLimits")?, true, h)?;
     }
-    if convert::check_devices_v2(&validate::device_rules(r)?)? {
-        tracing::warn!(
-            cgroup = %cg.path,
-            "linux.resources.devices: cgroup v2 device rules need an eBPF filter, which corral \
-             does not load; the default-deny list is accepted but NOT enforced by the cgroup"
-        );
-    }
+    devices::apply(dir, &validate::device_rules(r)?)?;
     // Last, so that raw values win over the structured fields (runc's order).
     let mut unified: Vec<_> = r.unified().iter().flatten().collect();
     unified.sort();

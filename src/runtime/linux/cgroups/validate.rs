@@ -6,6 +6,7 @@ use oci_spec::runtime::LinuxResources;
 
 use super::CgroupMode;
 use super::convert::{self, DeviceRule};
+use super::devices;
 use super::error::CgroupError;
 
 const R: &str = "linux.resources";
@@ -161,7 +162,8 @@ pub(super) fn validate(r: &LinuxResources, mode: CgroupMode) -> Result<(), Cgrou
 
     let rules = device_rules(r)?;
     if v2 {
-        convert::check_devices_v2(&rules)?;
+        // Compiled as a whole for the eBPF device program; refuses holes in wildcards.
+        devices::check(&rules)?;
     }
     Ok(())
 }
