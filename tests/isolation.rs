@@ -313,3 +313,75 @@ fn join_pid_namespace_by_path() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(c.status(&a), "running");
 }
+
+/// The mount points beneath `dir` in this process's mount namespace (the host's).
+fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&format!("{dir}/")))
+        .map(String::from)
+        .collect()
+}
+
+/// A config that lists no mount namespace: the container inherits the runtime's, as the
+/// runtime spec says. It enters its rootfs with chroot (never pivot_root, which would
+/// move the host's root), `exec` runs inside that root, and `delete` detaches the mounts
+/// it made beneath the rootfs. What would change mounts outside it is refused by name.
+#[test]
+fn without_a_mount_namespace_the_container_shares_the_runtimes() {
+    let c = Corral::new("iso-nomnt");
+    let mut b = Bundle::with_rootfs_copy();
+    let rootfs = std::fs::canonicalize(b.rootfs()).unwrap();
+    std::fs::write(rootfs.join("marker"), "inside\n").unwrap();
+    b.without_namespace("mount")
+        .remove("/linux/maskedPaths")
+        .remove("/linux/readonlyPaths")
+        .set("/root/readonly", json!(false))
+        .args(&["sleep", "300"]);
+    let id = c.id("a");
+    let pid = c.create_and_start(&id, &b);
+    assert_eq!(
+        ns_link(&pid.to_string(), "mnt"),
+        ns_link("self", "mnt"),
+        "the container got a mount namespace of its own"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),
+        rootfs,
+        "the init's root is not its rootfs"
+    );
+    let mounted = mounts_below(&rootfs);
+    let proc_dir = format!("{}/proc", rootfs.display());
+    assert!(mounted.contains(&proc_dir), "{mounted:?}");
+    // exec runs in the container's root, not the host's.
+    let out = c.exec(&["exec", &id, "cat", "/marker"]).ok();
+    assert_eq!(out.stdout, "inside\n");
+    let out = c.exec(&["exec", &id, "readlink", "/proc/self/root"]).ok();
+    assert_eq!(out.stdout, "/\n");
+    c.kill(&id, "SIGKILL").ok();
+    c.wait_status(&id, "stopped", Duration::from_secs(10));
+    c.delete(&id).ok();
+    assert_eq!(mounts_below(&rootfs), Vec::<String>::new(), "mounts left");
+
+    // What would change the runtime's mounts needs a mount namespace.
+    for (pointer, value, field) in [
+        ("/linux/maskedPaths", json!(["/proc/kcore"]), "linux.maskedPaths"),
+        ("/linux/readonlyPaths", json!(["/proc/sys"]), "linux.readonlyPaths"),
+        ("/root/readonly", json!(true), "root.readonly"),
+        ("/linux/rootfsPropagation", json!("shared"), "linux.rootfsPropagation"),
+    ] {
+        let mut bad = Bundle::new();
+        bad.without_namespace("mount")
+            .remove("/linux/maskedPaths")
+            .remove("/linux/readonlyPaths")
+            .set("/root/readonly", json!(false))
+            .set(pointer, value)
+            .args(&["true"]);
+        c.run(&c.id("bad"), &bad)
+            .one_line_error(&[field, "mount namespace"]);
+    }
+    assert_eq!(mounts_below(&rootfs), Vec::<String>::new());
+}

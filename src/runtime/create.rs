@@ -218,6 +218,7 @@ pub fn create_with(
         lock: Some(lock),
         cgroup: None,
         child: None,
+        mounts_below: plan.host_mount_ns.then(|| plan.rootfs.clone()),
     };
     let created = launch(store, opts, bundle, spec, &plan, console, &mut undo)?;
     undo.disarm();
@@ -230,6 +231,8 @@ struct Undo<'a> {
     lock: Option<Lock>,
     cgroup: Option<Cgroup>,
     child: Option<(Pid, OwnedFd)>,
+    /// A rootfs in the runtime's mount namespace, beneath which the init mounted.
+    mounts_below: Option<PathBuf>,
 }
 
 impl Undo<'_> {
@@ -237,6 +240,7 @@ impl Undo<'_> {
         self.lock = None;
         self.cgroup = None;
         self.child = None;
+        self.mounts_below = None;
     }
 }
 
@@ -245,6 +249,11 @@ impl Drop for Undo<'_> {
         if let Some((pid, pidfd)) = self.child.take() {
             let _ = pidfd_send_signal(&pidfd, libc::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(rootfs) = self.mounts_below.take()
+            && let Err(e) = crate::runtime::linux::mount::detach_all_below(&rootfs)
+        {
+            tracing::warn!("cleanup after failed create: {e}");
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(Signal::SIGKILL);
@@ -433,6 +442,7 @@ fn launch(
         systemd_cgroup: opts.systemd_cgroup,
         hooks: spec.hooks().clone(),
         own_pid_ns: plan.has_new(CloneFlags::CLONE_NEWPID),
+        host_mount_ns: plan.host_mount_ns,
         process: spec.process().clone(),
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     };

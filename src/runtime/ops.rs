@@ -264,6 +264,10 @@ pub fn destroy(store: &Store, lock: Lock, rec: &Record) -> Result<()> {
         cg.kill_all(Signal::SIGKILL)?;
     }
     cg.delete()?;
+    if rec.host_mount_ns {
+        // Its mounts were made in the runtime's namespace and outlive its processes.
+        crate::runtime::linux::mount::detach_all_below(&rec.rootfs)?;
+    }
     let poststop = poststop_hooks(rec);
     if !poststop.is_empty() {
         let state = serde_json::to_vec(&oci_state(
@@ -312,7 +316,10 @@ pub fn detach(store: &Store, id: &str, aside: &Path) -> Result<Option<Detached>>
     id::validate(id)?;
     let lock = store.lock(id)?;
     let rec = store.load(id)?;
-    if !rec.own_pid_ns || !poststop_hooks(&rec).is_empty() || status(store, &rec) != Status::Stopped
+    if !rec.own_pid_ns
+        || rec.host_mount_ns
+        || !poststop_hooks(&rec).is_empty()
+        || status(store, &rec) != Status::Stopped
     {
         return Ok(None);
     }

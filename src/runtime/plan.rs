@@ -87,6 +87,10 @@ pub struct ProcessPlan {
 pub struct Plan {
     pub rootfs: PathBuf,
     pub rootfs_readonly: bool,
+    /// The config lists no mount namespace: the container stays in the runtime's. Its
+    /// mounts are made there (under the rootfs), it enters its root with `chroot` (a
+    /// `pivot_root` would move every process's root), and `delete` unmounts them.
+    pub host_mount_ns: bool,
     /// Namespaces to create with `clone3` (never `CLONE_NEWCGROUP`, see `new_cgroup_ns`).
     pub clone_flags: CloneFlags,
     /// The cgroup namespace is unshared by init after it was placed in its cgroup.
@@ -207,6 +211,31 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
+/// Without a mount namespace of its own, a container's mounts are the runtime's: what
+/// would change mounts outside its rootfs (the root remounted read-only is the mount the
+/// rootfs sits on; masked and read-only paths are mounts over the host's /proc and /sys
+/// once no pivot hides them; propagation applies to the runtime's root) is refused, as
+/// runc refuses masked and read-only paths there.
+fn refuse_in_host_mount_ns(spec: &Spec) -> Result<(), SpecError> {
+    let why = "needs a mount namespace of the container's own: linux.namespaces lists none, \
+               so the container shares the runtime's, whose mounts this would change";
+    let linux = spec.linux().clone().unwrap_or_default();
+    let set = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    if set(linux.masked_paths()) {
+        return Err(SpecError::invalid("linux.maskedPaths", why));
+    }
+    if set(linux.readonly_paths()) {
+        return Err(SpecError::invalid("linux.readonlyPaths", why));
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return Err(SpecError::invalid("root.readonly", why));
+    }
+    if linux.rootfs_propagation().as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(SpecError::invalid("linux.rootfsPropagation", why));
+    }
+    Ok(())
+}
+
 /// Builds the plan. `bundle` is absolute; `id` names the default cgroup.
 pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan, SpecError> {
     refuse_unimplemented(spec)?;
@@ -229,13 +258,12 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
     }
     let linux = spec.linux().clone().unwrap_or_default();
     let (clone_flags, new_cgroup_ns, join, join_for_children, new_time) = namespaces(spec)?;
-    if !clone_flags.contains(CloneFlags::CLONE_NEWNS)
-        && !join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWNS)
-    {
-        return Err(SpecError::invalid(
-            "linux.namespaces",
-            "a mount namespace is required",
-        ));
+    // No mount namespace listed: the container inherits the runtime's (runtime spec,
+    // "Namespaces"). What would then change the runtime's own mounts is refused below.
+    let host_mount_ns = !clone_flags.contains(CloneFlags::CLONE_NEWNS)
+        && !join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWNS);
+    if host_mount_ns {
+        refuse_in_host_mount_ns(spec)?;
     }
     let user_ns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
     let uid_mappings = linux.uid_mappings().clone().unwrap_or_default();
@@ -332,6 +360,7 @@ pub fn build(spec: &Spec, bundle: &Path, id: &str, systemd: bool) -> Result<Plan
     .map_err(|e| SpecError::invalid("linux.cgroupsPath", e.to_string()))?;
     Ok(Plan {
         rootfs,
+        host_mount_ns,
         rootfs_readonly: root.readonly().unwrap_or(false),
         clone_flags,
         new_cgroup_ns,

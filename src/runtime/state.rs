@@ -63,6 +63,10 @@ pub struct Record {
     /// Whether the container has its own pid namespace (then killing init kills all).
     #[serde(default)]
     pub own_pid_ns: bool,
+    /// The container shares the runtime's mount namespace (its config lists none): its
+    /// mounts, beneath `rootfs`, are the host's, and `delete` detaches them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_mount_ns: bool,
     /// The container's `process`, as created: `exec` starts from it (flags mode) and
     /// takes its capabilities and rlimits when the exec'd process names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +261,7 @@ mod tests {
             systemd_cgroup: false,
             hooks: None,
             own_pid_ns: true,
+            host_mount_ns: false,
             process: None,
             seccomp: None,
         };

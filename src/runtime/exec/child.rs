@@ -31,6 +31,9 @@ pub struct ChildContext<'a> {
     pub console_socket: Option<OwnedFd>,
     /// The container's namespaces to join here (user first), opened by the runtime.
     pub namespaces: Vec<(CloneFlags, OwnedFd)>,
+    /// The init's root, for a container in the runtime's mount namespace: entered with
+    /// `chroot` once the namespaces are joined.
+    pub root: Option<OwnedFd>,
     pub preserve_fds: i32,
 }
 
@@ -88,10 +91,14 @@ fn setup(ctx: &mut ChildContext<'_>, config_error: &std::cell::Cell<bool>) -> Sy
         moved.push((kind, dup_above(&fd, keep_below)?));
     }
     ctx.namespaces = moved;
+    if let Some(r) = ctx.root.take() {
+        ctx.root = Some(dup_above(&r, keep_below)?);
+    }
     // Everything else the runtime had open (the state lock, the pidfd, ...) goes now.
     let mut keep = vec![ctx.sync.as_fd().as_raw_fd()];
     keep.extend(ctx.console_socket.as_ref().map(|f| f.as_raw_fd()));
     keep.extend(ctx.namespaces.iter().map(|(_, f)| f.as_raw_fd()));
+    keep.extend(ctx.root.as_ref().map(|f| f.as_raw_fd()));
     close_fds_except(keep_below, &keep)?;
 
     // The runtime has put us in the container's cgroup.
@@ -108,7 +115,12 @@ fn setup(ctx: &mut ChildContext<'_>, config_error: &std::cell::Cell<bool>) -> Sy
         setns(fd.as_fd(), kind).ctx(|| format!("join the container's {kind:?} namespace"))?;
         user_ns |= kind == CloneFlags::CLONE_NEWUSER;
     }
-    // setns(CLONE_NEWNS) put root and cwd at the container's root.
+    // setns(CLONE_NEWNS) put root and cwd at the container's root; without a mount
+    // namespace of its own, the container's root is the init's chroot.
+    if let Some(root) = ctx.root.take() {
+        nix::unistd::fchdir(&root).ctx(|| "chdir to the init's root".into())?;
+        nix::unistd::chroot(".").ctx(|| "chroot to the init's root".into())?;
+    }
     let ctx: &ChildContext<'_> = ctx;
     let p = ctx.plan;
     if let Some(sock) = &ctx.console_socket {

@@ -146,6 +146,20 @@ pub fn exec(store: &Store, opts: &ExecOptions) -> Result<i32> {
 
     let init = open_init(&rec).ok_or_else(|| Error::status("container not running"))?;
     let (join, for_children) = open_namespaces(&rec)?;
+    // A container in the runtime's mount namespace has no namespace root to join: the
+    // process enters the init's root (its chroot) instead, or it would run in the host's.
+    let root = if rec.host_mount_ns {
+        let path = format!("/proc/{}/root", rec.pid);
+        let fd = nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx(|| format!("open {path}"))?;
+        Some(fd)
+    } else {
+        None
+    };
     // Opened through /proc/<pid>: make sure that pid was still the init.
     if start_time(rec.pid) != Some(rec.init_start_time) {
         return Err(Error::status("container not running"));
@@ -169,6 +183,7 @@ pub fn exec(store: &Store, opts: &ExecOptions) -> Result<i32> {
                 sync: child_end,
                 console_socket: console_theirs,
                 namespaces: join,
+                root,
                 preserve_fds: opts.preserve_fds,
             })
         }
@@ -177,6 +192,7 @@ pub fn exec(store: &Store, opts: &ExecOptions) -> Result<i32> {
     drop(child_end);
     drop(console_theirs);
     drop(join);
+    drop(root);
     let fail = |e: Error| -> Error {
         let _ = pidfd_send_signal(&pidfd, libc::SIGKILL);
         let _ = waitpid(pid, None);

@@ -24,10 +24,25 @@ use crate::runtime::plan::{DevicePlan, MountPlan, Plan};
 pub struct Rootfs {
     pub path: PathBuf,
     pub fd: File,
+    /// In the runtime's mount namespace (the config lists none): nothing is bound, and
+    /// the root is entered with `chroot`.
+    pub in_host_mount_ns: bool,
 }
 
 /// Makes the mount namespace private to the container and turns the rootfs into a mount.
+/// In the runtime's own mount namespace (see [`Plan::host_mount_ns`]) neither is done:
+/// both would change the host's mounts; the rootfs is only opened, and the mounts of the
+/// config go beneath it.
 pub fn prepare(plan: &Plan) -> SysResult<Rootfs> {
+    if plan.host_mount_ns {
+        let path = plan.rootfs.clone();
+        let fd = File::open(&path).ctx(|| format!("open rootfs {}", path.display()))?;
+        return Ok(Rootfs {
+            path,
+            fd,
+            in_host_mount_ns: true,
+        });
+    }
     // Nothing the container mounts may propagate back to the host. Propagation back to
     // the container, when asked for (rootfsPropagation), is applied after pivot_root.
     set_propagation("/", MsFlags::MS_SLAVE | MsFlags::MS_REC, Path::new("/"))?;
@@ -42,7 +57,11 @@ pub fn prepare(plan: &Plan) -> SysResult<Rootfs> {
         &path,
     )?;
     let fd = File::open(&path).ctx(|| format!("open rootfs {}", path.display()))?;
-    Ok(Rootfs { path, fd })
+    Ok(Rootfs {
+        path,
+        fd,
+        in_host_mount_ns: false,
+    })
 }
 
 /// A proc or sysfs mount goes on an ordinary directory of the image (or one that the
@@ -343,7 +362,10 @@ fn create_devices_inner(root: &Rootfs, devices: &[DevicePlan], bind: bool) -> Sy
 /// (`--no-pivot`, for ramdisk roots), `MS_MOVE` and `chroot` instead.
 pub fn enter(root: &Rootfs, no_pivot: bool) -> SysResult<()> {
     nix::unistd::fchdir(&root.fd).ctx(|| format!("chdir {}", root.path.display()))?;
-    if no_pivot {
+    if root.in_host_mount_ns {
+        // pivot_root or MS_MOVE here would change the root of every process of the host.
+        nix::unistd::chroot(".").ctx(|| format!("chroot {}", root.path.display()))?;
+    } else if no_pivot {
         mount_fs(Some("."), "/", None, MsFlags::MS_MOVE, None, &root.path)?;
         nix::unistd::chroot(".").ctx(|| format!("chroot {}", root.path.display()))?;
     } else {
