@@ -368,10 +368,22 @@ fn without_a_mount_namespace_the_container_shares_the_runtimes() {
 
     // What would change the runtime's mounts needs a mount namespace.
     for (pointer, value, field) in [
-        ("/linux/maskedPaths", json!(["/proc/kcore"]), "linux.maskedPaths"),
-        ("/linux/readonlyPaths", json!(["/proc/sys"]), "linux.readonlyPaths"),
+        (
+            "/linux/maskedPaths",
+            json!(["/proc/kcore"]),
+            "linux.maskedPaths",
+        ),
+        (
+            "/linux/readonlyPaths",
+            json!(["/proc/sys"]),
+            "linux.readonlyPaths",
+        ),
         ("/root/readonly", json!(true), "root.readonly"),
-        ("/linux/rootfsPropagation", json!("shared"), "linux.rootfsPropagation"),
+        (
+            "/linux/rootfsPropagation",
+            json!("shared"),
+            "linux.rootfsPropagation",
+        ),
     ] {
         let mut bad = Bundle::new();
         bad.without_namespace("mount")

@@ -230,7 +230,11 @@ fn refuse_in_host_mount_ns(spec: &Spec) -> Result<(), SpecError> {
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         return Err(SpecError::invalid("root.readonly", why));
     }
-    if linux.rootfs_propagation().as_deref().is_some_and(|p| !p.is_empty()) {
+    if linux
+        .rootfs_propagation()
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
         return Err(SpecError::invalid("linux.rootfsPropagation", why));
     }
     Ok(())

@@ -152,7 +152,9 @@ pub fn exec(store: &Store, opts: &ExecOptions) -> Result<i32> {
         let path = format!("/proc/{}/root", rec.pid);
         let fd = nix::fcntl::open(
             path.as_str(),
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
         .ctx(|| format!("open {path}"))?;

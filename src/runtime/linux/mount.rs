@@ -144,10 +144,7 @@ mod tests {
 33 22 0:8 / /r/rootx rw - tmpfs t rw
 ";
         let got = mount_points_below(info, Path::new("/r/root"));
-        assert_eq!(
-            got,
-            [Path::new("/r/root/tmp"), Path::new("/r/root/a b")]
-        );
+        assert_eq!(got, [Path::new("/r/root/tmp"), Path::new("/r/root/a b")]);
         assert_eq!(unescape_mountinfo("a\\134b\\011"), "a\\b\t");
         assert_eq!(unescape_mountinfo("end\\04"), "end\\04");
     }
