@@ -69,16 +69,18 @@ pub fn prepare(plan: &Plan) -> SysResult<Rootfs> {
 /// otherwise decide where the kernel's most sensitive files appear, and what the masked
 /// and read-only paths cover (runc refuses it the same way, after CVE-2019-19921).
 fn ordinary_dir(root: &Rootfs, typ: &str, dest: &Path) -> SysResult<()> {
-    let why = match is_plain_dir_in_root(root.fd.as_fd(), dest) {
+    let (why, errno) = match is_plain_dir_in_root(root.fd.as_fd(), dest) {
         Ok(_) => return Ok(()),
-        Err(nix::Error::ELOOP) => "it, or a directory on the way, is a symlink in the rootfs",
-        Err(nix::Error::ENOTDIR) => "it, or a directory on the way, is not a directory",
+        Err(e @ nix::Error::ELOOP) => ("it, or a directory on the way, is a symlink", e),
+        Err(e @ nix::Error::ENOTDIR) => ("it, or a directory on the way, is not a directory", e),
         Err(e) => return Err(SysError::new(format!("resolve {}", dest.display()), e)),
     };
-    Err(SysError::invalid(format!(
+    let what = format!(
         "filesystem {typ} must be mounted on an ordinary directory: {}: {why}",
         dest.display()
-    )))
+    );
+    // The rootfs's content: a 4xx in the service.
+    Err(SysError::new(what, errno).as_content())
 }
 
 /// Mounts one entry of the spec's `mounts` inside the rootfs. A failure that the rootfs
