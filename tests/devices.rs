@@ -42,43 +42,9 @@ fn hybrid() -> bool {
 /// The number of device programs attached to the cgroup2 directory `dir` itself
 /// (`BPF_PROG_QUERY`, attach type `BPF_CGROUP_DEVICE`).
 fn attached_programs(dir: &Path) -> u32 {
-    #[repr(C)]
-    #[derive(Default)]
-    struct QueryAttr {
-        target_fd: u32,
-        attach_type: u32,
-        query_flags: u32,
-        attach_flags: u32,
-        prog_ids: u64,
-        prog_cnt: u32,
-        _pad: u32,
-    }
-    const BPF_PROG_QUERY: libc::c_long = 16;
-    const BPF_CGROUP_DEVICE: u32 = 6;
-    let f = std::fs::File::open(dir).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()));
-    let mut attr = QueryAttr {
-        target_fd: std::os::fd::AsRawFd::as_raw_fd(&f) as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
-    };
-    // SAFETY: a BPF_PROG_QUERY attr of the kernel's layout, with no id buffer (the
-    // kernel only writes the count back into it).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &mut attr as *mut QueryAttr,
-            std::mem::size_of::<QueryAttr>(),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "BPF_PROG_QUERY {}: {}",
-        dir.display(),
-        std::io::Error::last_os_error()
-    );
-    attr.prog_cnt
+    corral::runtime::linux::cgroups::attached_device_programs(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .len() as u32
 }
 
 /// A running container (`sleep`) with `/dev/probe` (see [`PROBE`]) and the devices

@@ -43,6 +43,7 @@ mod tests_v2;
 use serde::{Deserialize, Serialize};
 
 pub use self::cgroup::Cgroup;
+pub use self::devices::attached as attached_device_programs;
 pub use self::dynmods::{DynMods, favor_dynmods};
 pub use self::error::CgroupError;
 pub use self::path::CgroupPath;

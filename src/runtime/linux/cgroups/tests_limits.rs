@@ -141,7 +141,7 @@ fn create_applies_limits_and_delete_removes_everything() {
     );
     // Hybrid: the same rules as an eBPF program on the unified cgroup too.
     if let Some(unified) = &cg.unified {
-        assert_eq!(devices::attached(unified).len(), 1);
+        assert_eq!(devices::attached(unified).unwrap().len(), 1);
     }
     if let Some((major, minor)) = block_device() {
         let blk = dir_of(cg, "blkio");

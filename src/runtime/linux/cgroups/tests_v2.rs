@@ -232,27 +232,27 @@ fn v2_device_rules_attach_and_replace_a_program() {
         .unwrap(),
     );
     let dir = g.cg().unified.clone().unwrap();
-    let first = devices::attached(&dir);
+    let first = devices::attached(&dir).unwrap();
     assert_eq!(first.len(), 1);
     g.cg()
         .apply(&rules(
             serde_json::json!([{"allow": false, "access": "rwm"}]),
         ))
         .unwrap();
-    let second = devices::attached(&dir);
+    let second = devices::attached(&dir).unwrap();
     assert_eq!(second.len(), 1);
     assert_ne!(first, second);
     // No devices field: the program stays.
     g.cg()
         .apply(&serde_json::from_str(r#"{"pids": {"limit": 0}}"#).unwrap())
         .unwrap();
-    assert_eq!(devices::attached(&dir), second);
+    assert_eq!(devices::attached(&dir).unwrap(), second);
     g.cg()
         .apply(&rules(
             serde_json::json!([{"allow": true, "access": "rwm"}]),
         ))
         .unwrap();
-    assert!(devices::attached(&dir).is_empty());
+    assert!(devices::attached(&dir).unwrap().is_empty());
     g.cg().delete().unwrap();
     assert_gone(g.cg());
 }

@@ -247,14 +247,20 @@ fn hint(errno: Errno) -> String {
     }
 }
 
-/// The ids of the device programs attached to the cgroup2 directory `dir` (tests).
-#[cfg(test)]
-pub(super) fn attached(dir: &Path) -> Vec<u32> {
+/// The ids of the device programs attached to the cgroup2 directory `dir` itself
+/// (`BPF_PROG_QUERY`, attach type `BPF_CGROUP_DEVICE`).
+pub fn attached(dir: &Path) -> Result<Vec<u32>, CgroupError> {
     let fd = open(
         dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()));
-    sys::prog_query(fd.as_fd()).unwrap_or_else(|e| panic!("query {}: {e}", dir.display()))
+    .map_err(|errno| CgroupError::Read {
+        path: dir.to_path_buf(),
+        errno,
+    })?;
+    sys::prog_query(fd.as_fd()).map_err(|errno| CgroupError::Read {
+        path: dir.to_path_buf(),
+        errno,
+    })
 }

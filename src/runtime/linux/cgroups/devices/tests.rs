@@ -57,7 +57,7 @@ impl TempCgroup {
     }
 
     fn attached(&self) -> Vec<u32> {
-        attached(&self.0)
+        attached(&self.0).unwrap()
     }
 }
 
